@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * encode.h - the ingestion encoder: Langfuse's model into ingestion events
+ * (the JSON objects of POST /api/public/ingestion's "batch" array).
+ */
+#ifndef O2L_ENCODE_H
+#define O2L_ENCODE_H
+
+#include <stddef.h>
+
+#include "o2l/model.h"
+
+/* Langfuse caps one event at about 1 MB; larger ones are trimmed. */
+#define O2L_EVENT_MAX_BYTES (1000 * 1000)
+
+/* One serialized ingestion event: {"id","type","timestamp","body"}. */
+struct o2l_event {
+    char *json; /* NUL-terminated, compact JSON */
+    size_t len;
+    char *id; /* the envelope id, for matching 207 results */
+};
+
+struct o2l_event_list {
+    struct o2l_event *items;
+    size_t len;
+    size_t cap;
+};
+
+/*
+ * Appends one event per trace and observation of |m| to |out|, a trace
+ * ahead of its observations. An event over |max_event_bytes| has its
+ * largest of input, output and metadata replaced with a marker string.
+ * Returns O2L_OK or O2L_ENOMEM (|out| then holds what was appended).
+ */
+int o2l_encode_ingestion(const struct o2l_mapped *m, size_t max_event_bytes,
+                         struct o2l_event_list *out);
+
+/*
+ * Moves the items of |src| to the end of |dst| and empties |src|.
+ * Returns O2L_OK or O2L_ENOMEM (then nothing moved).
+ */
+int o2l_event_list_move(struct o2l_event_list *dst,
+                        struct o2l_event_list *src);
+
+/* Frees the items and the array; leaves |l| empty. Accepts NULL. */
+void o2l_event_list_clear(struct o2l_event_list *l);
+
+/* Frees one event's strings. */
+void o2l_event_free(struct o2l_event *ev);
+
+/*
+ * Writes {"batch":[e1,e2,...]} for |n| events of |evs| into a new buffer
+ * (*out, o2l_malloc, owned by the caller). Returns O2L_OK or O2L_ENOMEM.
+ */
+int o2l_encode_batch(const struct o2l_event *evs, size_t n, char **out,
+                     size_t *out_len);
+
+#endif /* O2L_ENCODE_H */

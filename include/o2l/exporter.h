@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * exporter.h - the export stage: a bounded queue of ingestion events and
+ * one worker thread that sends them in batches to Langfuse's ingestion API
+ * (or, without credentials, appends them as JSON lines to a file).
+ *
+ * The queue is the seam where the durable spool plugs in: submit() is
+ * where a request's events become the exporter's responsibility.
+ */
+#ifndef O2L_EXPORTER_H
+#define O2L_EXPORTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "o2l/encode.h"
+#include "o2l/log.h"
+
+struct o2l_exporter_config {
+    const char *base_url;   /* e.g. http://localhost:3000; NULL: file sink */
+    const char *public_key; /* NULL: file sink */
+    const char *secret_key; /* never logged */
+    const char *file_path;  /* file sink path (JSON lines) */
+    uint32_t flush_interval_ms;  /* send a partial batch after this long */
+    size_t batch_max_events;     /* flush when this many are queued */
+    size_t batch_max_bytes;      /* at most 3.5 MB per request */
+    size_t queue_max_events;     /* submit() answers O2L_EFULL past these */
+    size_t queue_max_bytes;
+    uint32_t request_timeout_ms; /* whole HTTP request */
+    uint32_t retry_initial_ms;   /* first backoff */
+    uint32_t retry_max_ms;       /* backoff cap */
+    uint32_t auth_retry_ms;      /* pause after 401/403 */
+    uint32_t shutdown_timeout_ms;
+};
+
+/* Exporter counters, read with o2l_exporter_stats(). */
+struct o2l_exporter_stats {
+    uint64_t events_queued;    /* accepted by submit() */
+    uint64_t events_delivered; /* accepted by Langfuse or written */
+    uint64_t events_rejected;  /* per-event 4xx, never retried */
+    uint64_t events_retried;   /* re-sent after 5xx or request failure */
+    uint64_t events_dropped;   /* left in the queue at shutdown */
+    uint64_t requests_sent;
+    uint64_t requests_failed;
+    size_t queue_events;
+    size_t queue_bytes;
+};
+
+struct o2l_exporter;
+
+/* Fills |cfg| with defaults (sizes and timers; no URL or keys). */
+void o2l_exporter_config_defaults(struct o2l_exporter_config *cfg);
+
+/*
+ * Creates an exporter. Strings in |cfg| are copied. |log| must outlive the
+ * exporter. Returns NULL when out of memory or when libcurl cannot start.
+ */
+struct o2l_exporter *o2l_exporter_create(const struct o2l_exporter_config *cfg,
+                                         const struct o2l_log *log);
+
+/* Starts the worker thread. Returns O2L_OK or O2L_EIO. */
+int o2l_exporter_start(struct o2l_exporter *ex);
+
+/*
+ * Queues every event of |events|. On O2L_OK the exporter owns them and
+ * |events| is left empty; on O2L_EFULL (queue bounds) or O2L_ESTOPPED
+ * nothing is taken and the caller keeps |events|.
+ */
+int o2l_exporter_submit(struct o2l_exporter *ex,
+                        struct o2l_event_list *events);
+
+/*
+ * Stops accepting, sends what is queued for at most the configured
+ * shutdown timeout, then stops the worker. Returns O2L_OK when the queue
+ * was emptied, O2L_ESTOPPED when events had to be left behind.
+ */
+int o2l_exporter_stop(struct o2l_exporter *ex);
+
+void o2l_exporter_stats(struct o2l_exporter *ex,
+                        struct o2l_exporter_stats *out);
+
+/* Frees |ex| (stopping it first if needed). Accepts NULL. */
+void o2l_exporter_destroy(struct o2l_exporter *ex);
+
+/* What a 207 (or 200/201) body says about one event of the batch. */
+enum o2l_event_outcome {
+    O2L_OUTCOME_OK = 0,    /* listed in successes, or not listed at all */
+    O2L_OUTCOME_RETRY,     /* per-event 5xx (or 429) */
+    O2L_OUTCOME_REJECTED   /* per-event 4xx: log, count, never retry */
+};
+
+struct o2l_event_result {
+    enum o2l_event_outcome outcome;
+    int status;    /* the per-event status, 0 when not given */
+    char *message; /* Langfuse's message/error text, or NULL */
+};
+
+/*
+ * Reads an ingestion answer body ({"successes":[...],"errors":[...]}) and
+ * fills results[i] for each of the |n| events of the batch whose envelope
+ * ids are |ids|. Returns O2L_OK, or O2L_EPARSE when the body is not such a
+ * document (the caller then treats the whole request as failed).
+ * Messages are o2l_malloc'd; free with o2l_event_results_clear().
+ */
+int o2l_ingestion_parse_results(const char *body, size_t body_len,
+                                const char *const *ids, size_t n,
+                                struct o2l_event_result *results);
+void o2l_event_results_clear(struct o2l_event_result *results, size_t n);
+
+/*
+ * Parses a Retry-After header value: delay seconds or an HTTP date.
+ * Returns the delay in milliseconds from |now_s| (Unix seconds), or -1.
+ */
+long long o2l_retry_after_ms(const char *value, int64_t now_s);
+
+#endif /* O2L_EXPORTER_H */

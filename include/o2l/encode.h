@@ -39,8 +39,7 @@ int o2l_encode_ingestion(const struct o2l_mapped *m, size_t max_event_bytes,
  * Moves the items of |src| to the end of |dst| and empties |src|.
  * Returns O2L_OK or O2L_ENOMEM (then nothing moved).
  */
-int o2l_event_list_move(struct o2l_event_list *dst,
-                        struct o2l_event_list *src);
+int o2l_event_list_move(struct o2l_event_list *dst, struct o2l_event_list *src);
 
 /* Frees the items and the array; leaves |l| empty. Accepts NULL. */
 void o2l_event_list_clear(struct o2l_event_list *l);

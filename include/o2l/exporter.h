@@ -22,10 +22,10 @@ struct o2l_exporter_config {
     const char *public_key; /* NULL: file sink */
     const char *secret_key; /* never logged */
     const char *file_path;  /* file sink path (JSON lines) */
-    uint32_t flush_interval_ms;  /* send a partial batch after this long */
-    size_t batch_max_events;     /* flush when this many are queued */
-    size_t batch_max_bytes;      /* at most 3.5 MB per request */
-    size_t queue_max_events;     /* submit() answers O2L_EFULL past these */
+    uint32_t flush_interval_ms; /* send a partial batch after this long */
+    size_t batch_max_events;    /* flush when this many are queued */
+    size_t batch_max_bytes;     /* at most 3.5 MB per request */
+    size_t queue_max_events;    /* submit() answers O2L_EFULL past these */
     size_t queue_max_bytes;
     uint32_t request_timeout_ms; /* whole HTTP request */
     uint32_t retry_initial_ms;   /* first backoff */
@@ -67,8 +67,7 @@ int o2l_exporter_start(struct o2l_exporter *ex);
  * |events| is left empty; on O2L_EFULL (queue bounds) or O2L_ESTOPPED
  * nothing is taken and the caller keeps |events|.
  */
-int o2l_exporter_submit(struct o2l_exporter *ex,
-                        struct o2l_event_list *events);
+int o2l_exporter_submit(struct o2l_exporter *ex, struct o2l_event_list *events);
 
 /*
  * Stops accepting, sends what is queued for at most the configured
@@ -85,9 +84,9 @@ void o2l_exporter_destroy(struct o2l_exporter *ex);
 
 /* What a 207 (or 200/201) body says about one event of the batch. */
 enum o2l_event_outcome {
-    O2L_OUTCOME_OK = 0,    /* listed in successes, or not listed at all */
-    O2L_OUTCOME_RETRY,     /* per-event 5xx (or 429) */
-    O2L_OUTCOME_REJECTED   /* per-event 4xx: log, count, never retry */
+    O2L_OUTCOME_OK = 0,  /* listed in successes, or not listed at all */
+    O2L_OUTCOME_RETRY,   /* per-event 5xx (or 429) */
+    O2L_OUTCOME_REJECTED /* per-event 4xx: log, count, never retry */
 };
 
 struct o2l_event_result {

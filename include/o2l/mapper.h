@@ -14,10 +14,10 @@
 #include "o2l/span.h"
 
 struct o2l_map_config {
-    bool session_from_thread_id;          /* default true */
+    bool session_from_thread_id;                /* default true */
     const char *const *control_flow_exceptions; /* NULL-terminated */
-    const char *trace_id_attribute;       /* default "langfuse.trace.id" */
-    size_t max_flattened_slots;           /* default 10000 */
+    const char *trace_id_attribute; /* default "langfuse.trace.id" */
+    size_t max_flattened_slots;     /* default 10000 */
 };
 
 /* Fills |cfg| with the defaults of the mapping reference (section 7). The

@@ -1,9 +1,362 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* main.c - the otel2langfuse command line. */
+/* main.c - the otel2langfuse command line: serve, convert, help. */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-int main(void)
+#include <event2/event.h>
+
+#include "o2l/common.h"
+#include "o2l/config.h"
+#include "o2l/encode.h"
+#include "o2l/exporter.h"
+#include "o2l/http_receiver.h"
+#include "o2l/log.h"
+#include "o2l/otlp.h"
+#include "o2l/pipeline.h"
+
+extern char **environ;
+
+enum exit_code {
+    EXIT_OK = 0,
+    EXIT_FAILURE_RUN = 1,
+    EXIT_USAGE = 2
+};
+
+struct daemon {
+    struct o2l_config cfg;
+    struct o2l_log log;
+    struct event_base *base;
+    struct o2l_exporter *exporter;
+    struct o2l_pipeline pipeline;
+    struct o2l_http_receiver *http;
+    struct event *sigterm;
+    struct event *sigint;
+    const char *stop_signal;
+};
+
+static void usage(FILE *out)
 {
-    puts("otel2langfuse " O2L_VERSION);
-    return 0;
+    fprintf(out,
+            "Usage: otel2langfuse [serve] [SETTINGS...]\n"
+            "       otel2langfuse convert [FILE] [SETTINGS...]\n"
+            "       otel2langfuse --help | --version\n"
+            "\n"
+            "serve    receive OTLP traces (HTTP :4318) and deliver them to\n"
+            "         Langfuse; the default command\n"
+            "convert  map one OTLP export (JSON or protobuf, detected; stdin\n"
+            "         without FILE) and print the ingestion batch it becomes\n"
+            "\n");
+    o2l_config_print_help(out);
+}
+
+/* Copies the mapping settings into the map stage's configuration. */
+static void map_config_from(const struct o2l_config *cfg,
+                            struct o2l_map_config *map)
+{
+    o2l_map_config_defaults(map);
+    map->session_from_thread_id = cfg->session_from_thread_id;
+    map->control_flow_exceptions =
+        (const char *const *)cfg->control_flow_exceptions;
+    map->trace_id_attribute = cfg->trace_id_attribute;
+    map->max_flattened_slots = (size_t)cfg->max_flattened_slots;
+}
+
+static int load_config(struct o2l_config *cfg, int argc, char **argv, int *rest,
+                       int *n_rest)
+{
+    char err[512];
+    int rc;
+
+    rc = o2l_config_defaults(cfg);
+    if (rc == O2L_OK) {
+        rc = o2l_config_load(cfg, argc, argv, environ, rest, n_rest, err,
+                             sizeof(err));
+    }
+    if (rc == O2L_OK) {
+        rc = o2l_config_validate(cfg, err, sizeof(err));
+    }
+    if (rc == O2L_ENOMEM) {
+        fprintf(stderr, "otel2langfuse: out of memory\n");
+    } else if (rc != O2L_OK) {
+        fprintf(stderr, "otel2langfuse: %s\n", err);
+    }
+    return rc;
+}
+
+/* Reads a whole file (or stdin for NULL) into a new buffer. */
+static int read_all(const char *path, unsigned char **out, size_t *out_len)
+{
+    FILE *f = path ? fopen(path, "rb") : stdin;
+    unsigned char *buf = NULL;
+    size_t cap = 0, len = 0;
+    int rc = O2L_OK;
+
+    if (!f) {
+        return O2L_EIO;
+    }
+    for (;;) {
+        size_t n;
+
+        if (cap - len < 65536) {
+            unsigned char *grown = o2l_realloc(buf, cap * 2 + 65536);
+
+            if (!grown) {
+                rc = O2L_ENOMEM;
+                break;
+            }
+            buf = grown;
+            cap = cap * 2 + 65536;
+        }
+        n = fread(buf + len, 1, cap - len, f);
+        len += n;
+        if (n == 0) {
+            if (ferror(f)) {
+                rc = O2L_EIO;
+            }
+            break;
+        }
+    }
+    if (path) {
+        fclose(f);
+    }
+    if (rc != O2L_OK) {
+        o2l_free(buf);
+        return rc;
+    }
+    *out = buf;
+    *out_len = len;
+    return O2L_OK;
+}
+
+static int cmd_convert(struct o2l_config *cfg, const char *path)
+{
+    struct o2l_pipeline pipeline = {0};
+    struct o2l_event_list events = {0};
+    struct o2l_export *ex = NULL;
+    unsigned char *data = NULL;
+    char *batch = NULL;
+    size_t len = 0, batch_len = 0;
+    char err[256] = "";
+    int rc;
+
+    rc = read_all(path, &data, &len);
+    if (rc != O2L_OK) {
+        fprintf(stderr, "otel2langfuse: cannot read %s: %s\n",
+                path ? path : "stdin",
+                rc == O2L_EIO ? strerror(errno) : o2l_strerror(rc));
+        goto out;
+    }
+    rc = o2l_otlp_decode(data, len, o2l_otlp_sniff(data, len), o2l_now_ns(),
+                         &ex, err, sizeof(err));
+    if (rc != O2L_OK) {
+        fprintf(stderr, "otel2langfuse: %s: %s\n", path ? path : "stdin",
+                err[0] ? err : o2l_strerror(rc));
+        goto out;
+    }
+    if (ex->rejected > 0) {
+        fprintf(stderr, "otel2langfuse: %zu span(s) rejected: %s\n",
+                ex->rejected, ex->error_message ? ex->error_message : "");
+    }
+    map_config_from(cfg, &pipeline.map);
+    rc = o2l_pipeline_encode(&pipeline, ex, &events);
+    if (rc == O2L_OK) {
+        rc = o2l_encode_batch(events.items, events.len, &batch, &batch_len);
+    }
+    if (rc != O2L_OK) {
+        fprintf(stderr, "otel2langfuse: %s\n", o2l_strerror(rc));
+        goto out;
+    }
+    fwrite(batch, 1, batch_len, stdout);
+    fputc('\n', stdout);
+
+out:
+    o2l_free(batch);
+    o2l_event_list_clear(&events);
+    o2l_export_free(ex);
+    o2l_free(data);
+    return rc == O2L_OK ? EXIT_OK : EXIT_FAILURE_RUN;
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct daemon *d = arg;
+
+    (void)what;
+    d->stop_signal = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+    o2l_http_receiver_close_listener(d->http);
+    event_base_loopexit(d->base, NULL);
+}
+
+static int start_exporter(struct daemon *d)
+{
+    struct o2l_exporter_config ec;
+    const struct o2l_config *cfg = &d->cfg;
+    bool creds = cfg->public_key && *cfg->public_key;
+
+    o2l_exporter_config_defaults(&ec);
+    if (creds) {
+        ec.base_url = cfg->base_url;
+        ec.public_key = cfg->public_key;
+        ec.secret_key = cfg->secret_key;
+    } else {
+        o2l_log_info(&d->log, "main",
+                     "no Langfuse credentials: writing ingestion events to "
+                     "%s as JSON lines (set LANGFUSE_PUBLIC_KEY, "
+                     "LANGFUSE_SECRET_KEY and LANGFUSE_BASE_URL to deliver)",
+                     cfg->file_sink);
+    }
+    ec.file_path = cfg->file_sink;
+    ec.flush_interval_ms = (uint32_t)cfg->flush_interval_ms;
+    ec.batch_max_events = (size_t)cfg->batch_max_events;
+    ec.batch_max_bytes = (size_t)cfg->batch_max_bytes;
+    ec.queue_max_events = (size_t)cfg->queue_max_events;
+    ec.queue_max_bytes = (size_t)cfg->queue_max_bytes;
+    ec.request_timeout_ms = (uint32_t)cfg->request_timeout_ms;
+    ec.retry_initial_ms = (uint32_t)cfg->retry_initial_ms;
+    ec.retry_max_ms = (uint32_t)cfg->retry_max_ms;
+    ec.shutdown_timeout_ms = (uint32_t)cfg->shutdown_timeout_ms;
+
+    d->exporter = o2l_exporter_create(&ec, &d->log);
+    if (!d->exporter) {
+        o2l_log_error(&d->log, "main", "cannot create the exporter");
+        return O2L_ENOMEM;
+    }
+    return o2l_exporter_start(d->exporter);
+}
+
+static int cmd_serve(struct daemon *d)
+{
+    struct o2l_http_receiver_config hc = {0};
+    struct o2l_exporter_stats st;
+    const char *colon;
+    char err[512];
+    int rc;
+
+    signal(SIGPIPE, SIG_IGN);
+    o2l_config_log(&d->cfg, &d->log);
+    d->base = event_base_new();
+    if (!d->base) {
+        o2l_log_error(&d->log, "main", "cannot create the event loop");
+        return EXIT_FAILURE_RUN;
+    }
+    rc = start_exporter(d);
+    if (rc != O2L_OK) {
+        return EXIT_FAILURE_RUN;
+    }
+    d->pipeline.exporter = d->exporter;
+    map_config_from(&d->cfg, &d->pipeline.map);
+
+    hc.listen = d->cfg.http_listen;
+    hc.max_body_bytes = (size_t)d->cfg.http_max_body_bytes;
+    hc.idle_timeout_s = 60;
+    d->http = o2l_http_receiver_start(d->base, &hc, &d->pipeline, &d->log, err,
+                                      sizeof(err));
+    if (!d->http) {
+        o2l_log_error(&d->log, "main", "receiver http: %s", err);
+        return EXIT_FAILURE_RUN;
+    }
+    d->sigterm = evsignal_new(d->base, SIGTERM, on_stop_signal, d);
+    d->sigint = evsignal_new(d->base, SIGINT, on_stop_signal, d);
+    if (!d->sigterm || !d->sigint || evsignal_add(d->sigterm, NULL) != 0 ||
+        evsignal_add(d->sigint, NULL) != 0) {
+        o2l_log_error(&d->log, "main", "cannot install signal handlers");
+        return EXIT_FAILURE_RUN;
+    }
+    colon = strrchr(d->cfg.http_listen, ':');
+    o2l_log_info(&d->log, "main", "otel2langfuse %s listening http=%.*s:%d",
+                 O2L_VERSION, (int)(colon - d->cfg.http_listen),
+                 d->cfg.http_listen, o2l_http_receiver_port(d->http));
+
+    event_base_dispatch(d->base);
+
+    o2l_log_info(&d->log, "main", "stopping on %s: flushing queued events",
+                 d->stop_signal ? d->stop_signal : "loop exit");
+    rc = o2l_exporter_stop(d->exporter);
+    o2l_exporter_stats(d->exporter, &st);
+    o2l_log_info(&d->log, "main",
+                 "stopped delivered=%llu rejected=%llu dropped=%llu",
+                 (unsigned long long)st.events_delivered,
+                 (unsigned long long)st.events_rejected,
+                 (unsigned long long)st.events_dropped);
+    return rc == O2L_OK ? EXIT_OK : EXIT_FAILURE_RUN;
+}
+
+static void daemon_free(struct daemon *d)
+{
+    if (d->sigterm) {
+        event_free(d->sigterm);
+    }
+    if (d->sigint) {
+        event_free(d->sigint);
+    }
+    o2l_http_receiver_free(d->http);
+    o2l_exporter_destroy(d->exporter);
+    if (d->base) {
+        event_base_free(d->base);
+    }
+    o2l_config_free(&d->cfg);
+}
+
+int main(int argc, char **argv)
+{
+    struct daemon d;
+    const char *command = "serve";
+    const char *file = NULL;
+    int *rest;
+    int n_rest = 0;
+    int code = EXIT_OK;
+    enum o2l_log_level level = O2L_LOG_INFO;
+
+    memset(&d, 0, sizeof(d));
+    o2l_mem_init();
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return EXIT_OK;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("otel2langfuse %s\n", O2L_VERSION);
+            return EXIT_OK;
+        }
+    }
+    rest = calloc((size_t)argc + 1, sizeof(*rest));
+    if (!rest) {
+        return EXIT_FAILURE_RUN;
+    }
+    if (load_config(&d.cfg, argc - 1, argv + 1, rest, &n_rest) != O2L_OK) {
+        code = EXIT_USAGE;
+        goto out;
+    }
+    /* What is left: the command and, for convert, the file. */
+    for (int i = 0; i < n_rest; i++) {
+        const char *a = argv[1 + rest[i]];
+
+        if (i == 0 && (strcmp(a, "serve") == 0 || strcmp(a, "convert") == 0)) {
+            command = a;
+        } else if (strcmp(command, "convert") == 0 && !file && a[0] != '-') {
+            file = a;
+        } else {
+            fprintf(stderr, "otel2langfuse: unknown argument %s (see --help)\n",
+                    a);
+            code = EXIT_USAGE;
+            goto out;
+        }
+    }
+    o2l_log_parse_level(d.cfg.log_level, &level);
+    d.log.level = level;
+    d.log.out = stderr;
+
+    if (strcmp(command, "convert") == 0) {
+        code = cmd_convert(&d.cfg, file);
+    } else {
+        code = cmd_serve(&d);
+    }
+
+out:
+    free(rest);
+    daemon_free(&d);
+    return code;
 }

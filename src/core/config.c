@@ -1,0 +1,637 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* config.c - settings from defaults, YAML, environment and flags. */
+#include "o2l/config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <yaml.h>
+
+#include "o2l/common.h"
+
+enum setting_kind {
+    KIND_STRING,
+    KIND_UINT,
+    KIND_BOOL,
+    KIND_LIST
+};
+
+/* A setting's check beyond its kind; returns NULL or what is wrong. */
+typedef const char *(*setting_check_fn)(const char *value);
+
+struct setting {
+    const char *yaml; /* dotted YAML path */
+    const char *env;  /* environment variable, or NULL */
+    const char *flag; /* command-line flag, or NULL */
+    enum setting_kind kind;
+    size_t offset;
+    uint64_t min; /* KIND_UINT bounds */
+    uint64_t max;
+    setting_check_fn check;
+    const char *help;
+};
+
+static const char *check_output(const char *v)
+{
+    if (strcmp(v, "ingestion") == 0) {
+        return NULL;
+    }
+    return "must be \"ingestion\"";
+}
+
+static const char *check_level(const char *v)
+{
+    enum o2l_log_level l;
+
+    if (o2l_log_parse_level(v, &l) == O2L_OK) {
+        return NULL;
+    }
+    return "must be one of error, warn, info, debug, trace";
+}
+
+static const char *check_listen(const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    char *end = NULL;
+    long port;
+
+    if (!colon || colon == v) {
+        return "must be host:port";
+    }
+    errno = 0;
+    port = strtol(colon + 1, &end, 10);
+    if (errno != 0 || !end || *end != '\0' || end == colon + 1 || port < 0 ||
+        port > 65535) {
+        return "must be host:port with a port from 0 to 65535";
+    }
+    return NULL;
+}
+
+static const char *check_url(const char *v)
+{
+    if (*v == '\0' || strncmp(v, "http://", 7) == 0 ||
+        strncmp(v, "https://", 8) == 0) {
+        return NULL;
+    }
+    return "must start with http:// or https://";
+}
+
+#define OFF(field) offsetof(struct o2l_config, field)
+#define MIB        (1024ull * 1024ull)
+
+static const struct setting settings[] = {
+    {"langfuse.base_url", "LANGFUSE_BASE_URL", "--langfuse-base-url",
+     KIND_STRING, OFF(base_url), 0, 0, check_url,
+     "Langfuse URL, e.g. https://cloud.langfuse.com (env fallback: "
+     "LANGFUSE_HOST)"},
+    {"langfuse.public_key", "LANGFUSE_PUBLIC_KEY", "--langfuse-public-key",
+     KIND_STRING, OFF(public_key), 0, 0, NULL,
+     "Langfuse public key (pk-lf-...)"},
+    {"langfuse.secret_key", "LANGFUSE_SECRET_KEY", "--langfuse-secret-key",
+     KIND_STRING, OFF(secret_key), 0, 0, NULL,
+     "Langfuse secret key (sk-lf-...); never logged"},
+    {"output", "O2L_OUTPUT", "--output", KIND_STRING, OFF(output), 0, 0,
+     check_output, "where events go: ingestion (POST /api/public/ingestion)"},
+    {"receivers.http.listen", "O2L_HTTP_LISTEN", "--http-listen", KIND_STRING,
+     OFF(http_listen), 0, 0, check_listen, "OTLP/HTTP address (host:port)"},
+    {"receivers.http.max_body_bytes", "O2L_HTTP_MAX_BODY_BYTES",
+     "--http-max-body-bytes", KIND_UINT, OFF(http_max_body_bytes), 1024,
+     1024 * MIB, NULL, "largest request body, after decompression"},
+    {"export.flush_interval_ms", "O2L_FLUSH_INTERVAL_MS", "--flush-interval-ms",
+     KIND_UINT, OFF(flush_interval_ms), 1, 3600000, NULL,
+     "send a partial batch after this long"},
+    {"export.batch_max_events", "O2L_BATCH_MAX_EVENTS", "--batch-max-events",
+     KIND_UINT, OFF(batch_max_events), 1, 100000, NULL,
+     "events per ingestion request"},
+    {"export.batch_max_bytes", "O2L_BATCH_MAX_BYTES", "--batch-max-bytes",
+     KIND_UINT, OFF(batch_max_bytes), 4096, 3500000, NULL,
+     "bytes per ingestion request (Langfuse allows 3.5 MB)"},
+    {"export.queue_max_events", "O2L_QUEUE_MAX_EVENTS", "--queue-max-events",
+     KIND_UINT, OFF(queue_max_events), 1, 100000000, NULL,
+     "events waiting for export before receivers answer 503"},
+    {"export.queue_max_bytes", "O2L_QUEUE_MAX_BYTES", "--queue-max-bytes",
+     KIND_UINT, OFF(queue_max_bytes), 4096, 64 * 1024 * MIB, NULL,
+     "bytes waiting for export before receivers answer 503"},
+    {"export.request_timeout_ms", "O2L_REQUEST_TIMEOUT_MS",
+     "--request-timeout-ms", KIND_UINT, OFF(request_timeout_ms), 100, 600000,
+     NULL, "timeout of one request to Langfuse"},
+    {"export.retry_initial_ms", "O2L_RETRY_INITIAL_MS", "--retry-initial-ms",
+     KIND_UINT, OFF(retry_initial_ms), 1, 3600000, NULL, "first retry delay"},
+    {"export.retry_max_ms", "O2L_RETRY_MAX_MS", "--retry-max-ms", KIND_UINT,
+     OFF(retry_max_ms), 1, 86400000, NULL, "longest retry delay"},
+    {"export.shutdown_timeout_ms", "O2L_SHUTDOWN_TIMEOUT_MS",
+     "--shutdown-timeout-ms", KIND_UINT, OFF(shutdown_timeout_ms), 0, 3600000,
+     NULL, "how long a stop may spend sending what is queued"},
+    {"export.file_sink", "O2L_FILE_SINK", "--file-sink", KIND_STRING,
+     OFF(file_sink), 0, 0, NULL,
+     "without credentials, events are appended here as JSON lines"},
+    {"log.level", "O2L_LOG_LEVEL", "--log-level", KIND_STRING, OFF(log_level),
+     0, 0, check_level, "error, warn, info, debug or trace"},
+    {"mapping.session_from_thread_id", "O2L_SESSION_FROM_THREAD_ID",
+     "--session-from-thread-id", KIND_BOOL, OFF(session_from_thread_id), 0, 0,
+     NULL, "LangGraph thread_id becomes the session (true/false)"},
+    {"mapping.control_flow_exceptions", "O2L_CONTROL_FLOW_EXCEPTIONS",
+     "--control-flow-exceptions", KIND_LIST, OFF(control_flow_exceptions), 0, 0,
+     NULL, "exception names that are not errors (comma-separated)"},
+    {"mapping.trace_id_attribute", "O2L_TRACE_ID_ATTRIBUTE",
+     "--trace-id-attribute", KIND_STRING, OFF(trace_id_attribute), 0, 0, NULL,
+     "span attribute holding a custom Langfuse trace id"},
+    {"mapping.max_flattened_slots", "O2L_MAX_FLATTENED_SLOTS",
+     "--max-flattened-slots", KIND_UINT, OFF(max_flattened_slots), 1, 10000000,
+     NULL, "array slots one span may rebuild from flattened keys"},
+};
+
+static int set_string(char **slot, const char *value)
+{
+    char *copy = o2l_strdup(value);
+
+    if (!copy) {
+        return O2L_ENOMEM;
+    }
+    o2l_free(*slot);
+    *slot = copy;
+    return O2L_OK;
+}
+
+static void free_list(char **list)
+{
+    if (!list) {
+        return;
+    }
+    for (size_t i = 0; list[i]; i++) {
+        o2l_free(list[i]);
+    }
+    o2l_free(list);
+}
+
+/* Splits "a, b,c" into a NULL-terminated list of trimmed, non-empty names. */
+static char **split_list(const char *value)
+{
+    size_t n = 1, count = 0;
+    const char *p = value;
+    char **list;
+
+    for (; *p; p++) {
+        n += (*p == ',');
+    }
+    list = o2l_calloc(n + 1, sizeof(*list));
+    if (!list) {
+        return NULL;
+    }
+    p = value;
+    while (*p) {
+        const char *start, *end;
+
+        while (*p == ' ' || *p == '\t' || *p == ',') {
+            p++;
+        }
+        start = p;
+        while (*p && *p != ',') {
+            p++;
+        }
+        end = p;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t')) {
+            end--;
+        }
+        if (end > start) {
+            list[count] = o2l_strndup(start, (size_t)(end - start));
+            if (!list[count]) {
+                free_list(list);
+                return NULL;
+            }
+            count++;
+        }
+    }
+    return list;
+}
+
+static int apply(struct o2l_config *cfg, const struct setting *s,
+                 const char *value, const char *origin, char *err,
+                 size_t err_len)
+{
+    char *base = (char *)cfg;
+    const char *why = NULL;
+
+    if (s->check) {
+        why = s->check(value);
+    }
+    if (!why && s->kind == KIND_UINT) {
+        char *end = NULL;
+        unsigned long long v;
+
+        errno = 0;
+        v = strtoull(value, &end, 10);
+        if (errno != 0 || !end || *end != '\0' || end == value ||
+            value[0] == '-') {
+            why = "must be a whole number";
+        } else if (v < s->min || v > s->max) {
+            snprintf(err, err_len,
+                     "setting %s (%s): %s is out of range %llu..%llu", s->yaml,
+                     origin, value, (unsigned long long)s->min,
+                     (unsigned long long)s->max);
+            return O2L_EINVAL;
+        } else {
+            *(uint64_t *)(void *)(base + s->offset) = v;
+            return O2L_OK;
+        }
+    }
+    if (!why && s->kind == KIND_BOOL) {
+        bool *slot = (bool *)(void *)(base + s->offset);
+
+        if (strcasecmp(value, "true") == 0 || strcmp(value, "1") == 0 ||
+            strcasecmp(value, "yes") == 0 || strcasecmp(value, "on") == 0) {
+            *slot = true;
+            return O2L_OK;
+        }
+        if (strcasecmp(value, "false") == 0 || strcmp(value, "0") == 0 ||
+            strcasecmp(value, "no") == 0 || strcasecmp(value, "off") == 0) {
+            *slot = false;
+            return O2L_OK;
+        }
+        why = "must be true or false";
+    }
+    if (why) {
+        snprintf(err, err_len, "setting %s (%s): \"%s\" %s", s->yaml, origin,
+                 value, why);
+        return O2L_EINVAL;
+    }
+    if (s->kind == KIND_LIST) {
+        char ***slot = (char ***)(void *)(base + s->offset);
+        char **list = split_list(value);
+
+        if (!list) {
+            return O2L_ENOMEM;
+        }
+        free_list(*slot);
+        *slot = list;
+        return O2L_OK;
+    }
+    return set_string((char **)(void *)(base + s->offset), value);
+}
+
+int o2l_config_defaults(struct o2l_config *cfg)
+{
+    static const char *const strings[][2] = {
+        {"output", "ingestion"},
+        {"receivers.http.listen", "0.0.0.0:4318"},
+        {"export.file_sink", "otel2langfuse-events.jsonl"},
+        {"log.level", "info"},
+        {"mapping.control_flow_exceptions",
+         "GraphInterrupt,NodeInterrupt,GraphBubbleUp,ParentCommand,Command"},
+        {"mapping.trace_id_attribute", "langfuse.trace.id"},
+    };
+    char err[256];
+
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->http_max_body_bytes = 64 * MIB;
+    cfg->flush_interval_ms = 1000;
+    cfg->batch_max_events = 500;
+    cfg->batch_max_bytes = 3500000;
+    cfg->queue_max_events = 100000;
+    cfg->queue_max_bytes = 256 * MIB;
+    cfg->request_timeout_ms = 30000;
+    cfg->retry_initial_ms = 500;
+    cfg->retry_max_ms = 30000;
+    cfg->shutdown_timeout_ms = 10000;
+    cfg->session_from_thread_id = true;
+    cfg->max_flattened_slots = 10000;
+    for (size_t i = 0; i < O2L_ARRAY_LEN(strings); i++) {
+        for (size_t j = 0; j < O2L_ARRAY_LEN(settings); j++) {
+            if (strcmp(settings[j].yaml, strings[i][0]) == 0 &&
+                apply(cfg, &settings[j], strings[i][1], "default", err,
+                      sizeof(err)) != O2L_OK) {
+                return O2L_ENOMEM;
+            }
+        }
+    }
+    return O2L_OK;
+}
+
+static const struct setting *find_yaml(const char *path)
+{
+    for (size_t i = 0; i < O2L_ARRAY_LEN(settings); i++) {
+        if (strcmp(settings[i].yaml, path) == 0) {
+            return &settings[i];
+        }
+    }
+    return NULL;
+}
+
+/* Joins a YAML sequence of scalars with commas, for list settings. */
+static int join_sequence(yaml_document_t *doc, yaml_node_t *seq, char *buf,
+                         size_t buf_len)
+{
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (yaml_node_item_t *it = seq->data.sequence.items.start;
+         it < seq->data.sequence.items.top; it++) {
+        yaml_node_t *item = yaml_document_get_node(doc, *it);
+        int n;
+
+        if (!item || item->type != YAML_SCALAR_NODE) {
+            return O2L_EINVAL;
+        }
+        n = snprintf(buf + used, buf_len - used, "%s%s", used ? "," : "",
+                     (const char *)item->data.scalar.value);
+        if (n < 0 || (size_t)n >= buf_len - used) {
+            return O2L_EINVAL;
+        }
+        used += (size_t)n;
+    }
+    return O2L_OK;
+}
+
+static int yaml_walk(struct o2l_config *cfg, yaml_document_t *doc,
+                     yaml_node_t *map, const char *prefix, const char *file,
+                     char *err, size_t err_len)
+{
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start;
+         p < map->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(doc, p->value);
+        char path[256], origin[300], joined[4096];
+        const struct setting *s;
+        int rc;
+
+        if (!k || !v || k->type != YAML_SCALAR_NODE) {
+            snprintf(err, err_len, "config %s: keys must be plain names", file);
+            return O2L_EINVAL;
+        }
+        snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "",
+                 (const char *)k->data.scalar.value);
+        if (v->type == YAML_MAPPING_NODE) {
+            rc = yaml_walk(cfg, doc, v, path, file, err, err_len);
+            if (rc != O2L_OK) {
+                return rc;
+            }
+            continue;
+        }
+        s = find_yaml(path);
+        if (!s) {
+            snprintf(err, err_len, "config %s line %zu: unknown setting %s",
+                     file, k->start_mark.line + 1, path);
+            return O2L_EINVAL;
+        }
+        snprintf(origin, sizeof(origin), "%s line %zu", file,
+                 v->start_mark.line + 1);
+        if (v->type == YAML_SEQUENCE_NODE && s->kind == KIND_LIST) {
+            if (join_sequence(doc, v, joined, sizeof(joined)) != O2L_OK) {
+                snprintf(err, err_len,
+                         "setting %s (%s): must be a list of "
+                         "names",
+                         path, origin);
+                return O2L_EINVAL;
+            }
+            rc = apply(cfg, s, joined, origin, err, err_len);
+        } else if (v->type == YAML_SCALAR_NODE) {
+            rc = apply(cfg, s, (const char *)v->data.scalar.value, origin, err,
+                       err_len);
+        } else {
+            snprintf(err, err_len, "setting %s (%s): must be a single value",
+                     path, origin);
+            rc = O2L_EINVAL;
+        }
+        if (rc != O2L_OK) {
+            return rc;
+        }
+    }
+    return O2L_OK;
+}
+
+static int load_yaml(struct o2l_config *cfg, const char *file, char *err,
+                     size_t err_len)
+{
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    yaml_node_t *root;
+    FILE *f;
+    int rc = O2L_OK;
+
+    f = fopen(file, "rb");
+    if (!f) {
+        snprintf(err, err_len, "config %s: cannot open: %s", file,
+                 strerror(errno));
+        return O2L_EINVAL;
+    }
+    if (!yaml_parser_initialize(&parser)) {
+        fclose(f);
+        return O2L_ENOMEM;
+    }
+    yaml_parser_set_input_file(&parser, f);
+    if (!yaml_parser_load(&parser, &doc)) {
+        snprintf(err, err_len, "config %s line %zu: %s", file,
+                 parser.problem_mark.line + 1,
+                 parser.problem ? parser.problem : "invalid YAML");
+        yaml_parser_delete(&parser);
+        fclose(f);
+        return O2L_EINVAL;
+    }
+    root = yaml_document_get_root_node(&doc);
+    if (root && root->type == YAML_MAPPING_NODE) {
+        rc = yaml_walk(cfg, &doc, root, "", file, err, err_len);
+    } else if (root && !(root->type == YAML_SCALAR_NODE &&
+                         root->data.scalar.length == 0)) {
+        snprintf(err, err_len, "config %s: the top level must be a mapping",
+                 file);
+        rc = O2L_EINVAL;
+    }
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    fclose(f);
+    return rc;
+}
+
+static const char *env_get(char **envp, const char *name)
+{
+    size_t n = strlen(name);
+
+    for (size_t i = 0; envp && envp[i]; i++) {
+        if (strncmp(envp[i], name, n) == 0 && envp[i][n] == '=') {
+            return envp[i] + n + 1;
+        }
+    }
+    return NULL;
+}
+
+static int load_env(struct o2l_config *cfg, char **envp, char *err,
+                    size_t err_len)
+{
+    const char *host = env_get(envp, "LANGFUSE_HOST");
+    char origin[64];
+    int rc;
+
+    /* The Langfuse SDKs' older name, used when the newer one is absent. */
+    if (host && *host && !env_get(envp, "LANGFUSE_BASE_URL")) {
+        rc = apply(cfg, find_yaml("langfuse.base_url"), host,
+                   "environment LANGFUSE_HOST", err, err_len);
+        if (rc != O2L_OK) {
+            return rc;
+        }
+    }
+    for (size_t i = 0; i < O2L_ARRAY_LEN(settings); i++) {
+        const char *v = env_get(envp, settings[i].env);
+
+        if (!v || !*v) {
+            continue;
+        }
+        snprintf(origin, sizeof(origin), "environment %s", settings[i].env);
+        rc = apply(cfg, &settings[i], v, origin, err, err_len);
+        if (rc != O2L_OK) {
+            return rc;
+        }
+    }
+    return O2L_OK;
+}
+
+/* Matches "--flag value" and "--flag=value"; returns the value or NULL. */
+static const char *flag_value(int argc, char **argv, int *i, const char *flag)
+{
+    size_t n = strlen(flag);
+
+    if (strncmp(argv[*i], flag, n) != 0) {
+        return NULL;
+    }
+    if (argv[*i][n] == '=') {
+        return argv[*i] + n + 1;
+    }
+    if (argv[*i][n] == '\0' && *i + 1 < argc) {
+        (*i)++;
+        return argv[*i];
+    }
+    return NULL;
+}
+
+int o2l_config_load(struct o2l_config *cfg, int argc, char **argv, char **envp,
+                    int *rest, int *n_rest, char *err, size_t err_len)
+{
+    const char *file = env_get(envp, "O2L_CONFIG");
+    int rc;
+
+    /* The file comes first, whatever the position of --config. */
+    for (int i = 0; i < argc; i++) {
+        const char *v = flag_value(argc, argv, &i, "--config");
+
+        if (v) {
+            file = v;
+        }
+    }
+    if (file && *file) {
+        rc = set_string(&cfg->config_file, file);
+        if (rc == O2L_OK) {
+            rc = load_yaml(cfg, file, err, err_len);
+        }
+        if (rc != O2L_OK) {
+            return rc;
+        }
+    }
+    rc = load_env(cfg, envp, err, err_len);
+    if (rc != O2L_OK) {
+        return rc;
+    }
+
+    *n_rest = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *v = NULL;
+        const struct setting *s = NULL;
+        char origin[96];
+        int start = i;
+
+        if (flag_value(argc, argv, &i, "--config")) {
+            continue;
+        }
+        for (size_t j = 0; j < O2L_ARRAY_LEN(settings) && !v; j++) {
+            i = start;
+            v = flag_value(argc, argv, &i, settings[j].flag);
+            s = &settings[j];
+        }
+        if (!v) {
+            i = start;
+            rest[(*n_rest)++] = i;
+            continue;
+        }
+        snprintf(origin, sizeof(origin), "flag %s", s->flag);
+        rc = apply(cfg, s, v, origin, err, err_len);
+        if (rc != O2L_OK) {
+            return rc;
+        }
+    }
+    return O2L_OK;
+}
+
+int o2l_config_validate(const struct o2l_config *cfg, char *err, size_t err_len)
+{
+    bool has_pk = cfg->public_key && *cfg->public_key;
+    bool has_sk = cfg->secret_key && *cfg->secret_key;
+
+    if (has_pk != has_sk) {
+        snprintf(err, err_len,
+                 "setting %s: set both langfuse.public_key and "
+                 "langfuse.secret_key, or neither",
+                 has_pk ? "langfuse.secret_key" : "langfuse.public_key");
+        return O2L_EINVAL;
+    }
+    if (has_pk && !(cfg->base_url && *cfg->base_url)) {
+        snprintf(err, err_len,
+                 "setting langfuse.base_url: required with credentials "
+                 "(LANGFUSE_BASE_URL or LANGFUSE_HOST)");
+        return O2L_EINVAL;
+    }
+    if (cfg->retry_initial_ms > cfg->retry_max_ms) {
+        snprintf(err, err_len,
+                 "setting export.retry_initial_ms: larger "
+                 "than export.retry_max_ms");
+        return O2L_EINVAL;
+    }
+    return O2L_OK;
+}
+
+void o2l_config_print_help(FILE *out)
+{
+    fprintf(out, "Settings (flag, environment variable, YAML key):\n");
+    for (size_t i = 0; i < O2L_ARRAY_LEN(settings); i++) {
+        fprintf(out, "  %-28s %-28s %s\n      %s\n", settings[i].flag,
+                settings[i].env, settings[i].yaml, settings[i].help);
+    }
+    fprintf(out, "  %-28s %-28s\n      %s\n", "--config FILE", "O2L_CONFIG",
+            "YAML file read before the environment and the flags");
+}
+
+void o2l_config_log(const struct o2l_config *cfg, const struct o2l_log *log)
+{
+    bool creds = cfg->public_key && *cfg->public_key;
+
+    o2l_log_info(log, "config",
+                 "output=%s http=%s langfuse=%s public_key=%s "
+                 "flush_interval_ms=%llu batch_max_events=%llu "
+                 "queue_max_events=%llu config_file=%s",
+                 cfg->output, cfg->http_listen,
+                 creds ? cfg->base_url : "(none: file sink)",
+                 creds ? cfg->public_key : "(none)",
+                 (unsigned long long)cfg->flush_interval_ms,
+                 (unsigned long long)cfg->batch_max_events,
+                 (unsigned long long)cfg->queue_max_events,
+                 cfg->config_file ? cfg->config_file : "(none)");
+}
+
+void o2l_config_free(struct o2l_config *cfg)
+{
+    if (!cfg) {
+        return;
+    }
+    for (size_t i = 0; i < O2L_ARRAY_LEN(settings); i++) {
+        void *slot = (char *)cfg + settings[i].offset;
+
+        if (settings[i].kind == KIND_STRING) {
+            o2l_free(*(char **)slot);
+            *(char **)slot = NULL;
+        } else if (settings[i].kind == KIND_LIST) {
+            free_list(*(char ***)slot);
+            *(char ***)slot = NULL;
+        }
+    }
+    o2l_free(cfg->config_file);
+    cfg->config_file = NULL;
+}

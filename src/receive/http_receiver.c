@@ -1,0 +1,522 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* http_receiver.c - OTLP/HTTP on libevent's evhttp. */
+#include "o2l/http_receiver.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <zlib.h>
+
+#include "o2l/common.h"
+#include "o2l/otlp.h"
+
+/* gRPC/google.rpc status codes used in OTLP/HTTP error bodies. */
+enum rpc_code {
+    RPC_INVALID_ARGUMENT = 3,
+    RPC_NOT_FOUND = 5,
+    RPC_RESOURCE_EXHAUSTED = 8,
+    RPC_UNIMPLEMENTED = 12,
+    RPC_INTERNAL = 13,
+    RPC_UNAVAILABLE = 14
+};
+
+enum http_status {
+    HTTP_STATUS_OK = 200,
+    HTTP_STATUS_BAD_REQUEST = 400,
+    HTTP_STATUS_NOT_FOUND = 404,
+    HTTP_STATUS_METHOD_NOT_ALLOWED = 405,
+    HTTP_STATUS_TOO_LARGE = 413,
+    HTTP_STATUS_UNSUPPORTED_MEDIA = 415,
+    HTTP_STATUS_INTERNAL = 500,
+    HTTP_STATUS_UNAVAILABLE = 503
+};
+
+#define TRACES_PATH "/v1/traces"
+/* Seconds a client is asked to wait when the export queue is full. */
+#define QUEUE_FULL_RETRY_AFTER "2"
+
+struct o2l_http_receiver {
+    struct evhttp *http;
+    struct evhttp_bound_socket *sock;
+    struct o2l_pipeline *pipeline;
+    const struct o2l_log *log;
+    size_t max_body_bytes;
+    int port;
+    uint64_t requests;
+};
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case HTTP_STATUS_OK:
+        return "OK";
+    case HTTP_STATUS_BAD_REQUEST:
+        return "Bad Request";
+    case HTTP_STATUS_NOT_FOUND:
+        return "Not Found";
+    case HTTP_STATUS_METHOD_NOT_ALLOWED:
+        return "Method Not Allowed";
+    case HTTP_STATUS_TOO_LARGE:
+        return "Payload Too Large";
+    case HTTP_STATUS_UNSUPPORTED_MEDIA:
+        return "Unsupported Media Type";
+    case HTTP_STATUS_UNAVAILABLE:
+        return "Service Unavailable";
+    default:
+        return "Internal Server Error";
+    }
+}
+
+static const char *content_type_of(enum o2l_otlp_format fmt)
+{
+    return fmt == O2L_OTLP_JSON ? "application/json" : "application/x-protobuf";
+}
+
+static void send_body(struct evhttp_request *req, int status,
+                      enum o2l_otlp_format fmt, const char *body, size_t len)
+{
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    struct evbuffer *buf = evbuffer_new();
+
+    evhttp_add_header(out, "Content-Type", content_type_of(fmt));
+    if (buf && len > 0) {
+        evbuffer_add(buf, body, len);
+    }
+    evhttp_send_reply(req, status, reason_phrase(status), buf);
+    if (buf) {
+        evbuffer_free(buf);
+    }
+}
+
+/* Answers with a google.rpc.Status body in the request's format. */
+static void send_status(struct evhttp_request *req, int status,
+                        enum o2l_otlp_format fmt, enum rpc_code code,
+                        const char *message)
+{
+    char *body = NULL;
+    size_t len = 0;
+
+    if (o2l_otlp_encode_status(fmt, code, message, &body, &len) != O2L_OK) {
+        body = NULL;
+        len = 0;
+    }
+    send_body(req, status, fmt, body, len);
+    o2l_free(body);
+}
+
+static const char *peer_of(struct evhttp_request *req, char *buf, size_t len)
+{
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    const char *addr = NULL;
+    ev_uint16_t port = 0;
+
+    if (conn) {
+        evhttp_connection_get_peer(conn, (char **)&addr, &port);
+    }
+    snprintf(buf, len, "%s:%u", addr ? addr : "?", (unsigned)port);
+    return buf;
+}
+
+/* Matches a media type against |want|, ignoring case and parameters. */
+static int media_type_is(const char *value, const char *want)
+{
+    size_t n = strlen(want);
+
+    while (*value == ' ' || *value == '\t') {
+        value++;
+    }
+    if (strncasecmp(value, want, n) != 0) {
+        return 0;
+    }
+    value += n;
+    while (*value == ' ' || *value == '\t') {
+        value++;
+    }
+    return *value == '\0' || *value == ';';
+}
+
+static int parse_content_type(const char *ct, enum o2l_otlp_format *fmt)
+{
+    if (!ct) {
+        return O2L_EUNSUPP;
+    }
+    if (media_type_is(ct, "application/x-protobuf") ||
+        media_type_is(ct, "application/protobuf")) {
+        *fmt = O2L_OTLP_PROTOBUF;
+        return O2L_OK;
+    }
+    if (media_type_is(ct, "application/json")) {
+        *fmt = O2L_OTLP_JSON;
+        return O2L_OK;
+    }
+    return O2L_EUNSUPP;
+}
+
+/*
+ * Inflates a gzip (or zlib) body into a new buffer, stopping as soon as
+ * the output would pass |limit| so a small bomb cannot allocate much.
+ * Returns O2L_OK, O2L_ETOOBIG, O2L_EPARSE or O2L_ENOMEM.
+ */
+static int inflate_body(const unsigned char *in, size_t in_len, size_t limit,
+                        unsigned char **out, size_t *out_len)
+{
+    z_stream zs;
+    unsigned char *buf = NULL;
+    size_t cap = in_len * 4 + 4096, used = 0;
+    int zrc = Z_OK, rc = O2L_OK;
+
+    memset(&zs, 0, sizeof(zs));
+    /* 15 + 32: accept gzip and zlib headers, detected automatically. */
+    if (inflateInit2(&zs, 15 + 32) != Z_OK) {
+        return O2L_ENOMEM;
+    }
+    if (cap > limit + 1) {
+        cap = limit + 1;
+    }
+    zs.next_in = (unsigned char *)in;
+    zs.avail_in = (uInt)in_len;
+    while (zrc != Z_STREAM_END) {
+        if (used == cap) {
+            unsigned char *grown;
+            size_t next = cap * 2;
+
+            if (cap > limit) {
+                rc = O2L_ETOOBIG;
+                goto out;
+            }
+            if (next > limit + 1) {
+                next = limit + 1;
+            }
+            grown = o2l_realloc(buf, next);
+            if (!grown) {
+                rc = O2L_ENOMEM;
+                goto out;
+            }
+            buf = grown;
+            cap = next;
+        }
+        if (!buf) {
+            buf = o2l_malloc(cap);
+            if (!buf) {
+                rc = O2L_ENOMEM;
+                goto out;
+            }
+        }
+        zs.next_out = buf + used;
+        zs.avail_out = (uInt)(cap - used);
+        zrc = inflate(&zs, Z_NO_FLUSH);
+        used = cap - zs.avail_out;
+        if (zrc == Z_STREAM_END) {
+            break;
+        }
+        if (zrc != Z_OK || (zs.avail_in == 0 && zs.avail_out != 0)) {
+            rc = O2L_EPARSE;
+            goto out;
+        }
+    }
+    if (used > limit) {
+        rc = O2L_ETOOBIG;
+        goto out;
+    }
+    *out = buf;
+    *out_len = used;
+    buf = NULL;
+
+out:
+    inflateEnd(&zs);
+    o2l_free(buf);
+    return rc;
+}
+
+static void handle_export(struct o2l_http_receiver *r,
+                          struct evhttp_request *req, enum o2l_otlp_format fmt,
+                          const unsigned char *body, size_t len,
+                          const char *peer)
+{
+    struct o2l_export *ex = NULL;
+    char err[256] = "";
+    char *resp = NULL;
+    size_t resp_len = 0;
+    int rc;
+
+    rc = o2l_otlp_decode(body, len, fmt, o2l_now_ns(), &ex, err, sizeof(err));
+    if (rc == O2L_EPARSE) {
+        o2l_log_warn(r->log, "http", "peer=%s rejected bytes=%zu: %s", peer,
+                     len, err);
+        send_status(req, HTTP_STATUS_BAD_REQUEST, fmt, RPC_INVALID_ARGUMENT,
+                    err[0] ? err : "undecodable export");
+        goto out;
+    }
+    if (rc != O2L_OK) {
+        goto fail;
+    }
+    if (ex->rejected > 0) {
+        o2l_log_warn(r->log, "http", "peer=%s rejected_spans=%zu: %s", peer,
+                     ex->rejected,
+                     ex->error_message ? ex->error_message : "bad span");
+    }
+    if (ex->n_spans > 0) {
+        rc = o2l_pipeline_submit(r->pipeline, ex);
+        if (rc == O2L_EFULL || rc == O2L_ESTOPPED) {
+            o2l_log_warn(r->log, "http", "peer=%s spans=%zu answered 503: %s",
+                         peer, ex->n_spans, o2l_strerror(rc));
+            evhttp_add_header(evhttp_request_get_output_headers(req),
+                              "Retry-After", QUEUE_FULL_RETRY_AFTER);
+            send_status(req, HTTP_STATUS_UNAVAILABLE, fmt, RPC_UNAVAILABLE,
+                        rc == O2L_EFULL ? "export queue is full, retry later"
+                                        : "shutting down, retry later");
+            goto out;
+        }
+        if (rc != O2L_OK) {
+            goto fail;
+        }
+    }
+    o2l_log_debug(r->log, "http", "peer=%s accepted spans=%zu rejected=%zu",
+                  peer, ex->n_spans, ex->rejected);
+    rc = o2l_otlp_encode_response(fmt, (int64_t)ex->rejected, ex->error_message,
+                                  &resp, &resp_len);
+    if (rc != O2L_OK) {
+        goto fail;
+    }
+    send_body(req, HTTP_STATUS_OK, fmt, resp, resp_len);
+    goto out;
+
+fail:
+    o2l_log_error(r->log, "http", "peer=%s request failed: %s", peer,
+                  o2l_strerror(rc));
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                      QUEUE_FULL_RETRY_AFTER);
+    send_status(req, HTTP_STATUS_UNAVAILABLE, fmt, RPC_UNAVAILABLE,
+                "temporarily out of resources, retry later");
+out:
+    o2l_free(resp);
+    o2l_export_free(ex);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    struct o2l_http_receiver *r = arg;
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    const char *encoding = evhttp_find_header(in, "Content-Encoding");
+    enum o2l_otlp_format fmt = O2L_OTLP_JSON;
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    unsigned char *inflated = NULL;
+    const unsigned char *data;
+    size_t len;
+    char peer[80];
+    char msg[160];
+
+    r->requests++;
+    peer_of(req, peer, sizeof(peer));
+    if (!path || strcmp(path, TRACES_PATH) != 0) {
+        send_status(req, HTTP_STATUS_NOT_FOUND, fmt, RPC_NOT_FOUND,
+                    "not found: OTLP traces are accepted at " TRACES_PATH);
+        return;
+    }
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+                          "POST");
+        send_status(req, HTTP_STATUS_METHOD_NOT_ALLOWED, fmt, RPC_UNIMPLEMENTED,
+                    "method not allowed: use POST");
+        return;
+    }
+    if (parse_content_type(evhttp_find_header(in, "Content-Type"), &fmt) !=
+        O2L_OK) {
+        const char *ct = evhttp_find_header(in, "Content-Type");
+
+        o2l_log_warn(r->log, "http", "peer=%s unsupported content-type=%.64s",
+                     peer, ct ? ct : "(none)");
+        send_status(req, HTTP_STATUS_UNSUPPORTED_MEDIA, O2L_OTLP_JSON,
+                    RPC_INVALID_ARGUMENT,
+                    "unsupported content type: use application/x-protobuf "
+                    "or application/json");
+        return;
+    }
+
+    len = evbuffer_get_length(body);
+    data = len ? evbuffer_pullup(body, -1) : (const unsigned char *)"";
+    if (len > 0 && !data) {
+        send_status(req, HTTP_STATUS_UNAVAILABLE, fmt, RPC_UNAVAILABLE,
+                    "temporarily out of memory, retry later");
+        return;
+    }
+    if (encoding && strcasecmp(encoding, "gzip") != 0 &&
+        strcasecmp(encoding, "identity") != 0 &&
+        strcasecmp(encoding, "deflate") != 0) {
+        o2l_log_warn(r->log, "http", "peer=%s unsupported encoding=%.32s", peer,
+                     encoding);
+        send_status(req, HTTP_STATUS_UNSUPPORTED_MEDIA, fmt,
+                    RPC_INVALID_ARGUMENT,
+                    "unsupported content encoding: use gzip or none");
+        return;
+    }
+    if (encoding && strcasecmp(encoding, "identity") != 0) {
+        size_t out_len = 0;
+        int rc =
+            inflate_body(data, len, r->max_body_bytes, &inflated, &out_len);
+
+        if (rc == O2L_ETOOBIG) {
+            snprintf(msg, sizeof(msg),
+                     "body larger than %zu bytes after decompression",
+                     r->max_body_bytes);
+            o2l_log_warn(r->log, "http", "peer=%s rejected bytes=%zu: %s",
+                         peer, len, msg);
+            send_status(req, HTTP_STATUS_TOO_LARGE, fmt,
+                        RPC_RESOURCE_EXHAUSTED, msg);
+            return;
+        }
+        if (rc == O2L_EPARSE) {
+            snprintf(msg, sizeof(msg), "body is not valid %.16s data",
+                     encoding);
+            o2l_log_warn(r->log, "http", "peer=%s rejected bytes=%zu: %s",
+                         peer, len, msg);
+            send_status(req, HTTP_STATUS_BAD_REQUEST, fmt,
+                        RPC_INVALID_ARGUMENT, msg);
+            return;
+        }
+        if (rc != O2L_OK) {
+            send_status(req, HTTP_STATUS_UNAVAILABLE, fmt, RPC_UNAVAILABLE,
+                        "temporarily out of memory, retry later");
+            return;
+        }
+        data = inflated;
+        len = out_len;
+    } else if (len > r->max_body_bytes) {
+        snprintf(msg, sizeof(msg), "body larger than %zu bytes",
+                 r->max_body_bytes);
+        send_status(req, HTTP_STATUS_TOO_LARGE, fmt, RPC_RESOURCE_EXHAUSTED,
+                    msg);
+        return;
+    }
+    handle_export(r, req, fmt, data, len, peer);
+    o2l_free(inflated);
+}
+
+static int split_listen(const char *listen, char *host, size_t host_len,
+                        int *port)
+{
+    const char *colon = strrchr(listen, ':');
+    size_t n;
+
+    if (!colon) {
+        return O2L_EINVAL;
+    }
+    n = (size_t)(colon - listen);
+    if (n >= host_len) {
+        return O2L_EINVAL;
+    }
+    memcpy(host, listen, n);
+    host[n] = '\0';
+    /* [::1]:4318 style */
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+        memmove(host, host + 1, n - 2);
+        host[n - 2] = '\0';
+    }
+    *port = (int)strtol(colon + 1, NULL, 10);
+    return *port >= 0 && *port <= 65535 ? O2L_OK : O2L_EINVAL;
+}
+
+static int bound_port(struct evhttp_bound_socket *sock)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    evutil_socket_t fd = evhttp_bound_socket_get_fd(sock);
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
+        return -1;
+    }
+    if (ss.ss_family == AF_INET6) {
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+struct o2l_http_receiver *
+o2l_http_receiver_start(struct event_base *base,
+                        const struct o2l_http_receiver_config *cfg,
+                        struct o2l_pipeline *pipeline,
+                        const struct o2l_log *log, char *err, size_t err_len)
+{
+    struct o2l_http_receiver *r;
+    char host[256];
+    int port = 0;
+
+    r = o2l_calloc(1, sizeof(*r));
+    if (!r) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    r->pipeline = pipeline;
+    r->log = log;
+    r->max_body_bytes = cfg->max_body_bytes;
+    if (split_listen(cfg->listen, host, sizeof(host), &port) != O2L_OK) {
+        snprintf(err, err_len, "bad listen address %s", cfg->listen);
+        goto fail;
+    }
+    r->http = evhttp_new(base);
+    if (!r->http) {
+        snprintf(err, err_len, "cannot create the HTTP server");
+        goto fail;
+    }
+    /*
+     * A compressed body is rarely larger than its content, so a raw body
+     * over the limit is refused before it is read; the exact check comes
+     * after decompression.
+     */
+    evhttp_set_max_body_size(r->http, (ev_ssize_t)cfg->max_body_bytes);
+    evhttp_set_max_headers_size(r->http, 64 * 1024);
+    evhttp_set_timeout(r->http,
+                       (int)(cfg->idle_timeout_s ? cfg->idle_timeout_s : 60));
+    evhttp_set_allowed_methods(
+        r->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                     EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS |
+                     EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(r->http, on_request, r);
+    r->sock = evhttp_bind_socket_with_handle(r->http, host, (ev_uint16_t)port);
+    if (!r->sock) {
+        snprintf(err, err_len, "cannot listen on %s: %s", cfg->listen,
+                 strerror(errno));
+        goto fail;
+    }
+    r->port = bound_port(r->sock);
+    return r;
+
+fail:
+    o2l_http_receiver_free(r);
+    return NULL;
+}
+
+int o2l_http_receiver_port(const struct o2l_http_receiver *r)
+{
+    return r->port;
+}
+
+void o2l_http_receiver_close_listener(struct o2l_http_receiver *r)
+{
+    if (r && r->sock) {
+        evhttp_del_accept_socket(r->http, r->sock);
+        r->sock = NULL;
+    }
+}
+
+void o2l_http_receiver_free(struct o2l_http_receiver *r)
+{
+    if (!r) {
+        return;
+    }
+    if (r->http) {
+        evhttp_free(r->http);
+    }
+    o2l_free(r);
+}

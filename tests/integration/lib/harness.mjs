@@ -1,0 +1,279 @@
+// Helpers for the end-to-end tests: start the fake Langfuse and the daemon,
+// run the instrumented app as a child process, wait for delivered events and
+// query them. Everything listens on 127.0.0.1 and every wait is bounded.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const IT_DIR = path.resolve(here, '..');
+export const REPO_DIR = path.resolve(IT_DIR, '../..');
+
+export const PUBLIC_KEY = 'pk-lf-integration';
+export const SECRET_KEY = 'sk-lf-integration';
+
+/** Environment for child processes: offline, no LangSmith, no proxies. */
+export function quietEnv(extra = {}) {
+    const env = { ...process.env };
+    for (const k of Object.keys(env)) {
+        if (/^(http|https|all)_proxy$/i.test(k) || /^OTEL_/.test(k) || /^LANGFUSE_/.test(k)) delete env[k];
+    }
+    return {
+        ...env,
+        LANGCHAIN_TRACING_V2: 'false',
+        LANGCHAIN_TRACING: 'false',
+        LANGSMITH_TRACING: 'false',
+        LANGCHAIN_CALLBACKS_BACKGROUND: 'false',
+        NO_PROXY: '127.0.0.1,localhost',
+        ...extra,
+    };
+}
+
+/** A directory for logs and scratch files of this test run. */
+export function workDir(name) {
+    const base = process.env.O2L_BUILD_DIR ? path.join(process.env.O2L_BUILD_DIR, 'it-work') : os.tmpdir();
+    fs.mkdirSync(base, { recursive: true });
+    return fs.mkdtempSync(path.join(base, `${name}-`));
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export function freePort() {
+    return new Promise((resolve, reject) => {
+        const srv = net.createServer();
+        srv.once('error', reject);
+        srv.listen(0, '127.0.0.1', () => {
+            const { port } = srv.address();
+            srv.close(() => resolve(port));
+        });
+    });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Poll until fn() returns a truthy value; return that value. Throws after
+ * timeoutMs with `what` and the last value seen (describe(last) if given).
+ */
+export async function waitFor(fn, { timeoutMs = 20000, intervalMs = 100, what = 'condition', describe } = {}) {
+    const deadline = Date.now() + timeoutMs;
+    let last;
+    for (;;) {
+        last = await fn();
+        if (last) return last;
+        if (Date.now() >= deadline) break;
+        await sleep(intervalMs);
+    }
+    const detail = describe ? `: ${describe()}` : '';
+    throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${detail}`);
+}
+
+/** Start the fake Langfuse (tests/fake_langfuse/server.mjs) on a free port. */
+export async function startFakeLangfuse(opts = {}) {
+    const mod = await import(path.join(REPO_DIR, 'tests/fake_langfuse/server.mjs'));
+    return mod.startFakeLangfuse({ publicKey: PUBLIC_KEY, secretKey: SECRET_KEY, port: 0, ...opts });
+}
+
+/**
+ * Start `$O2L_BIN serve` delivering to langfuseUrl. Resolves once the daemon
+ * logs that it is listening. Returns {url, port, log(), logTail(), stop()}.
+ * stop() sends SIGTERM and rejects unless the daemon exits with status 0.
+ */
+export async function startDaemon({ langfuseUrl, env = {}, args = [], name = 'daemon', startTimeoutMs = 15000 } = {}) {
+    const bin = process.env.O2L_BIN;
+    if (!bin) throw new Error('O2L_BIN is not set (CTest sets it to the built otel2langfuse)');
+    const dir = workDir(name);
+    const logPath = path.join(dir, 'daemon.log');
+    const logFile = fs.openSync(logPath, 'w');
+    const port = await freePort();
+    const child = spawn(bin, ['serve', ...args], {
+        cwd: dir,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: quietEnv({
+            LANGFUSE_PUBLIC_KEY: PUBLIC_KEY,
+            LANGFUSE_SECRET_KEY: SECRET_KEY,
+            LANGFUSE_BASE_URL: langfuseUrl,
+            O2L_HTTP_LISTEN: `127.0.0.1:${port}`,
+            O2L_FLUSH_INTERVAL_MS: '200',
+            O2L_LOG_LEVEL: 'debug',
+            O2L_FILE_SINK: path.join(dir, 'events.jsonl'),
+            ...env,
+        }),
+    });
+    let text = '';
+    let exited = null;
+    const onData = (d) => {
+        text += d.toString('utf8');
+        fs.writeSync(logFile, d);
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    const exitPromise = new Promise((resolve) => {
+        child.on('exit', (code, signal) => {
+            exited = { code, signal };
+            resolve(exited);
+        });
+    });
+    const tail = (n = 60) => text.split('\n').slice(-n).join('\n');
+
+    let listenPort;
+    try {
+        listenPort = await waitFor(
+            () => {
+                if (exited) throw new Error(`daemon exited early (${JSON.stringify(exited)}); log:\n${tail()}`);
+                const m = /listening http=[^\s:]+:(\d+)/.exec(text);
+                return m ? Number(m[1]) : null;
+            },
+            { timeoutMs: startTimeoutMs, intervalMs: 50, what: 'the daemon to listen', describe: () => `log:\n${tail()}` },
+        );
+    } catch (err) {
+        if (!exited) child.kill('SIGKILL');
+        await exitPromise;
+        fs.closeSync(logFile);
+        throw err;
+    }
+
+    return {
+        url: `http://127.0.0.1:${listenPort}`,
+        port: listenPort,
+        logPath,
+        log: () => text,
+        logTail: tail,
+        pid: child.pid,
+        async stop({ timeoutMs = 20000 } = {}) {
+            if (!exited) child.kill('SIGTERM');
+            const timer = setTimeout(() => {
+                if (!exited) child.kill('SIGKILL');
+            }, timeoutMs);
+            const res = await exitPromise;
+            clearTimeout(timer);
+            fs.closeSync(logFile);
+            if (res.code !== 0) {
+                throw new Error(`daemon did not exit cleanly on SIGTERM (${JSON.stringify(res)}); log:\n${tail()}`);
+            }
+            return res;
+        },
+    };
+}
+
+/**
+ * Run the LangGraph app (app/run.mjs) once in its own node process.
+ * Resolves {code, stdout, stderr, result} and rejects on a timeout.
+ */
+export function runApp({ instrumentation, protocol, url, gzip = false, propagate = false, runs = 1, timeoutMs = 60000 }) {
+    const args = [path.join(IT_DIR, 'app/run.mjs'), '--instrumentation', instrumentation, '--protocol', protocol, '--url', url];
+    if (gzip) args.push('--gzip');
+    if (propagate) args.push('--propagate');
+    if (runs !== 1) args.push('--runs', String(runs));
+    return new Promise((resolve, reject) => {
+        const child = spawn(process.execPath, args, { cwd: IT_DIR, stdio: ['ignore', 'pipe', 'pipe'], env: quietEnv() });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d) => (stdout += d));
+        child.stderr.on('data', (d) => (stderr += d));
+        const timer = setTimeout(() => {
+            child.kill('SIGKILL');
+            reject(new Error(`app timed out after ${timeoutMs} ms; stderr:\n${stderr}`));
+        }, timeoutMs);
+        child.on('exit', (code) => {
+            clearTimeout(timer);
+            let result = null;
+            try {
+                result = JSON.parse(stdout.trim().split('\n').pop());
+            } catch {
+                result = null;
+            }
+            resolve({ code, stdout, stderr, result });
+        });
+    });
+}
+
+// ---- queries over ingestion events ({id, type, timestamp, body}) ----
+
+/** 'span-create' -> 'SPAN', 'generation-create' -> 'GENERATION', ... */
+export function observationType(event) {
+    return event.type.replace(/-create$/, '').toUpperCase();
+}
+
+export function traceCreates(events) {
+    return events.filter((e) => e.type === 'trace-create');
+}
+
+/** Observation events: every *-create except trace-create and score-create. */
+export function observations(events) {
+    return events.filter((e) => /-create$/.test(e.type) && e.type !== 'trace-create' && e.type !== 'score-create');
+}
+
+/** Events belonging to one trace id (trace-create by body.id, others by body.traceId). */
+export function forTrace(events, traceId) {
+    return events.filter((e) => (e.type === 'trace-create' ? e.body.id === traceId : e.body.traceId === traceId));
+}
+
+/** The one trace-create of a trace id (throws unless exactly one). */
+export function trace(events, traceId) {
+    const t = traceCreates(events).filter((e) => e.body.id === traceId);
+    if (t.length !== 1) throw new Error(`expected one trace-create for ${traceId}, got ${t.length}`);
+    return t[0];
+}
+
+export function observationsByName(events, name) {
+    return observations(events).filter((e) => e.body.name === name);
+}
+
+export function observationsByType(events, type) {
+    return observations(events).filter((e) => observationType(e) === type);
+}
+
+export function observationById(events, id) {
+    return observations(events).find((e) => e.body.id === id);
+}
+
+export function childrenOf(events, parentId) {
+    return observations(events).filter((e) => e.body.parentObservationId === parentId);
+}
+
+/** Observations sorted by start time (ISO strings with Z sort as text only at equal precision). */
+export function byStart(list) {
+    return list.slice().sort((a, b) => Date.parse(a.body.startTime) - Date.parse(b.body.startTime) || String(a.body.startTime).localeCompare(String(b.body.startTime)));
+}
+
+/** The distinct trace ids seen in events. */
+export function traceIds(events) {
+    const ids = new Set();
+    for (const e of events) {
+        if (e.type === 'trace-create') ids.add(e.body.id);
+        else if (e.body && e.body.traceId) ids.add(e.body.traceId);
+    }
+    return [...ids];
+}
+
+/** One line per event, for failure messages. */
+export function summarize(events) {
+    return events
+        .map((e) => `${e.type} id=${e.body && e.body.id} name=${e.body && e.body.name} parent=${e.body && e.body.parentObservationId}`)
+        .join('\n');
+}
+
+/**
+ * Wait until the fake has, for a single trace, a trace-create and at least
+ * minObservations observations, then wait settleMs more (bounded) so late
+ * duplicates would show. Returns {traceId, events} for that trace.
+ */
+export async function waitForTrace(fake, { minObservations, timeoutMs = 20000, settleMs = 1000 } = {}) {
+    const found = await waitFor(
+        () => {
+            const events = fake.events();
+            for (const t of traceCreates(events)) {
+                const mine = forTrace(events, t.body.id);
+                if (observations(mine).length >= minObservations) return t.body.id;
+            }
+            return null;
+        },
+        { timeoutMs, what: `a trace with ${minObservations} observations`, describe: () => summarize(fake.events()) },
+    );
+    await sleep(settleMs);
+    return { traceId: found, events: fake.events() };
+}

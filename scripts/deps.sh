@@ -37,3 +37,13 @@ if [ -n "$missing" ]; then
     # shellcheck disable=SC2086
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
+
+# The npm test clients (OpenTelemetry JS 2.x, Langfuse JS) need Node 20.6+.
+if [ "${1:-}" = "--test" ]; then
+    major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    if [ "$major" -lt 20 ]; then
+        echo "deps: the integration tests need Node.js 20.6 or newer;" \
+            "found $(node --version 2>/dev/null || echo none)" >&2
+        exit 1
+    fi
+fi

@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* test_config.c - settings precedence, parsing and error messages. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "o2l/common.h"
+#include "o2l/config.h"
+
+static int load(struct o2l_config *cfg, int argc, char **argv, char **envp,
+                char *err, size_t err_len)
+{
+    int rest[16];
+    int n_rest = 0;
+    int rc;
+
+    assert_int_equal(o2l_config_defaults(cfg), O2L_OK);
+    rc = o2l_config_load(cfg, argc, argv, envp, rest, &n_rest, err, err_len);
+    if (rc == O2L_OK) {
+        rc = o2l_config_validate(cfg, err, err_len);
+    }
+    return rc;
+}
+
+static void test_config_defaults_are_embedded(void **state)
+{
+    struct o2l_config cfg;
+    char err[256];
+    char *envp[] = {NULL};
+
+    (void)state;
+    assert_int_equal(load(&cfg, 0, NULL, envp, err, sizeof(err)), O2L_OK);
+    assert_string_equal(cfg.http_listen, "0.0.0.0:4318");
+    assert_string_equal(cfg.output, "ingestion");
+    assert_int_equal(cfg.flush_interval_ms, 1000);
+    assert_int_equal(cfg.http_max_body_bytes, 64 * 1024 * 1024);
+    assert_true(cfg.session_from_thread_id);
+    assert_string_equal(cfg.control_flow_exceptions[0], "GraphInterrupt");
+    assert_string_equal(cfg.control_flow_exceptions[4], "Command");
+    assert_null(cfg.control_flow_exceptions[5]);
+    assert_null(cfg.public_key);
+    o2l_config_free(&cfg);
+}
+
+static void test_config_flags_beat_environment(void **state)
+{
+    struct o2l_config cfg;
+    char err[256];
+    char *envp[] = {"O2L_FLUSH_INTERVAL_MS=250", "O2L_LOG_LEVEL=debug",
+                    "LANGFUSE_HOST=http://host:3000", NULL};
+    char *argv[] = {"serve", "--flush-interval-ms", "75",
+                    "--control-flow-exceptions=A, B ,,C"};
+
+    (void)state;
+    assert_int_equal(load(&cfg, 4, argv, envp, err, sizeof(err)), O2L_OK);
+    assert_int_equal(cfg.flush_interval_ms, 75);
+    assert_string_equal(cfg.log_level, "debug");
+    assert_string_equal(cfg.base_url, "http://host:3000");
+    assert_string_equal(cfg.control_flow_exceptions[0], "A");
+    assert_string_equal(cfg.control_flow_exceptions[1], "B");
+    assert_string_equal(cfg.control_flow_exceptions[2], "C");
+    assert_null(cfg.control_flow_exceptions[3]);
+    o2l_config_free(&cfg);
+}
+
+static void test_config_base_url_wins_over_host(void **state)
+{
+    struct o2l_config cfg;
+    char err[256];
+    char *envp[] = {"LANGFUSE_HOST=http://old:3000",
+                    "LANGFUSE_BASE_URL=http://new:3000", NULL};
+
+    (void)state;
+    assert_int_equal(load(&cfg, 0, NULL, envp, err, sizeof(err)), O2L_OK);
+    assert_string_equal(cfg.base_url, "http://new:3000");
+    o2l_config_free(&cfg);
+}
+
+static void test_config_wrong_value_names_the_setting(void **state)
+{
+    struct o2l_config cfg;
+    char err[256];
+    char *envp[] = {"O2L_FLUSH_INTERVAL_MS=12x", NULL};
+    char *argv[] = {"--http-listen", "localhost"};
+    char *envp2[] = {NULL};
+
+    (void)state;
+    assert_int_equal(load(&cfg, 0, NULL, envp, err, sizeof(err)), O2L_EINVAL);
+    assert_non_null(strstr(err, "export.flush_interval_ms"));
+    assert_non_null(strstr(err, "O2L_FLUSH_INTERVAL_MS"));
+    o2l_config_free(&cfg);
+
+    assert_int_equal(load(&cfg, 2, argv, envp2, err, sizeof(err)), O2L_EINVAL);
+    assert_non_null(strstr(err, "receivers.http.listen"));
+    o2l_config_free(&cfg);
+}
+
+static void test_config_keys_come_in_pairs(void **state)
+{
+    struct o2l_config cfg;
+    char err[256];
+    char *envp[] = {"LANGFUSE_SECRET_KEY=sk-lf-secret", NULL};
+
+    (void)state;
+    assert_int_equal(load(&cfg, 0, NULL, envp, err, sizeof(err)), O2L_EINVAL);
+    assert_non_null(strstr(err, "langfuse.public_key"));
+    assert_null(strstr(err, "sk-lf-secret"));
+    o2l_config_free(&cfg);
+}
+
+static void test_config_unknown_arguments_are_left_over(void **state)
+{
+    struct o2l_config cfg;
+    char err[256];
+    char *envp[] = {NULL};
+    char *argv[] = {"convert", "--log-level", "warn", "file.json"};
+    int rest[4];
+    int n_rest = 0;
+
+    (void)state;
+    assert_int_equal(o2l_config_defaults(&cfg), O2L_OK);
+    assert_int_equal(
+        o2l_config_load(&cfg, 4, argv, envp, rest, &n_rest, err, sizeof(err)),
+        O2L_OK);
+    assert_int_equal(n_rest, 2);
+    assert_int_equal(rest[0], 0);
+    assert_int_equal(rest[1], 3);
+    assert_string_equal(cfg.log_level, "warn");
+    o2l_config_free(&cfg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_defaults_are_embedded),
+        cmocka_unit_test(test_config_flags_beat_environment),
+        cmocka_unit_test(test_config_base_url_wins_over_host),
+        cmocka_unit_test(test_config_wrong_value_names_the_setting),
+        cmocka_unit_test(test_config_keys_come_in_pairs),
+        cmocka_unit_test(test_config_unknown_arguments_are_left_over),
+    };
+
+    o2l_mem_init();
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

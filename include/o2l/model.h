@@ -64,6 +64,10 @@ struct o2l_observation {
     cJSON *input;
     cJSON *output;
     cJSON *metadata;         /* object */
+    /* Object with "attributes", "resourceAttributes" and "scope": merged
+     * into metadata by the ingestion encoder only (mapping reference
+     * 3.1, metadata row); the OTLP encoder leaves it out. */
+    cJSON *ingest_metadata;
     cJSON *model_parameters; /* object of scalars */
     cJSON *usage_details;    /* object of integers >= 0 */
     cJSON *cost_details;     /* object of numbers >= 0 */

@@ -44,6 +44,7 @@ static void observation_clear(struct o2l_observation *o)
     cJSON_Delete(o->input);
     cJSON_Delete(o->output);
     cJSON_Delete(o->metadata);
+    cJSON_Delete(o->ingest_metadata);
     cJSON_Delete(o->model_parameters);
     cJSON_Delete(o->usage_details);
     cJSON_Delete(o->cost_details);

@@ -1,0 +1,1089 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * exporter.c - the export stage: a bounded queue of ingestion events and a
+ * worker thread that ships them to POST /api/public/ingestion in batches
+ * (or appends them to a JSON-lines file when no Langfuse is configured).
+ */
+#include "o2l/exporter.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "o2l/common.h"
+
+#define COMPONENT "exporter"
+
+/* Ingestion answers are small; a bigger one is cut and fails to parse. */
+#define RESPONSE_MAX_BYTES (16u * 1024u * 1024u)
+
+/* Rejection messages are logged, so keep them to a readable size. */
+#define LOG_MESSAGE_MAX 300
+
+/* Sanity cap on a server's Retry-After hint. */
+#define RETRY_AFTER_CAP_MS (10u * 60u * 1000u)
+
+/* Whole-request HTTP answers the worker tells apart. */
+enum http_status {
+    HTTP_OK = 200,
+    HTTP_CREATED = 201,
+    HTTP_MULTI_STATUS = 207,
+    HTTP_UNAUTHORIZED = 401,
+    HTTP_FORBIDDEN = 403,
+    HTTP_REQUEST_TIMEOUT = 408,
+    HTTP_PAYLOAD_TOO_LARGE = 413,
+    HTTP_TOO_MANY_REQUESTS = 429,
+    HTTP_SERVER_ERROR = 500
+};
+
+/* One queued event and when it entered the queue (monotonic ms). */
+struct slot {
+    struct o2l_event ev;
+    uint64_t queued_ms;
+};
+
+/* Ring buffer of slots; grows, never shrinks. */
+struct ring {
+    struct slot *s;
+    size_t cap;
+    size_t head;
+    size_t len;
+};
+
+struct response {
+    char *body;
+    size_t len;
+    size_t cap;
+    char retry_after[64];
+};
+
+struct o2l_exporter {
+    struct o2l_exporter_config cfg; /* strings below are our copies */
+    char *base_url;
+    char *public_key;
+    char *secret_key;
+    char *file_path;
+    char *url;
+    const struct o2l_log *log;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t thread;
+    int started;
+    int joined;
+    int stopping;
+    struct ring q;
+    size_t q_bytes;
+    struct o2l_exporter_stats st;
+
+    /* Worker-only state. */
+    CURL *curl;
+    struct curl_slist *headers;
+    int curl_inited;
+    FILE *file;
+    uint64_t retry_at_ms; /* no request before this (backoff) */
+    unsigned attempt;     /* consecutive failures, for backoff */
+    uint64_t last_auth_log_ms;
+    int auth_logged;
+    uint64_t batch_seq;
+    unsigned rand_state;
+
+    /* Read by libcurl's progress callback without the lock. */
+    _Atomic uint64_t abort_at_ms; /* 0: no deadline */
+};
+
+void o2l_exporter_config_defaults(struct o2l_exporter_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->flush_interval_ms = 1000;
+    cfg->batch_max_events = 500;
+    cfg->batch_max_bytes = 3500000;
+    cfg->queue_max_events = 100000;
+    cfg->queue_max_bytes = (size_t)256 * 1024 * 1024;
+    cfg->request_timeout_ms = 30000;
+    cfg->retry_initial_ms = 500;
+    cfg->retry_max_ms = 30000;
+    cfg->auth_retry_ms = 30000;
+    cfg->shutdown_timeout_ms = 10000;
+}
+
+/* ---- queue ---------------------------------------------------------- */
+
+static int ring_reserve(struct ring *r, size_t more)
+{
+    struct slot *s;
+    size_t cap;
+
+    if (r->len + more <= r->cap) {
+        return O2L_OK;
+    }
+    cap = r->cap ? r->cap : 64;
+    while (cap < r->len + more) {
+        cap *= 2;
+    }
+    s = o2l_malloc(cap * sizeof(*s));
+    if (!s) {
+        return O2L_ENOMEM;
+    }
+    /* Unwrap the old contents to the start of the new array. */
+    for (size_t i = 0; i < r->len; i++) {
+        s[i] = r->s[(r->head + i) % r->cap];
+    }
+    o2l_free(r->s);
+    r->s = s;
+    r->cap = cap;
+    r->head = 0;
+    return O2L_OK;
+}
+
+static struct slot *ring_at(struct ring *r, size_t i)
+{
+    return &r->s[(r->head + i) % r->cap];
+}
+
+/* Callers reserve first. */
+static void ring_push_back(struct ring *r, const struct slot *sl)
+{
+    r->s[(r->head + r->len) % r->cap] = *sl;
+    r->len++;
+}
+
+static void ring_push_front(struct ring *r, const struct slot *sl)
+{
+    r->head = (r->head + r->cap - 1) % r->cap;
+    r->s[r->head] = *sl;
+    r->len++;
+}
+
+static struct slot ring_pop_front(struct ring *r)
+{
+    struct slot sl = r->s[r->head];
+
+    r->head = (r->head + 1) % r->cap;
+    r->len--;
+    return sl;
+}
+
+/* ---- lifetime ------------------------------------------------------- */
+
+static char *dup_or_null(const char *s)
+{
+    return s ? o2l_strdup(s) : NULL;
+}
+
+static int use_http(const struct o2l_exporter *ex)
+{
+    return ex->base_url && ex->base_url[0] && ex->public_key &&
+           ex->public_key[0];
+}
+
+static int build_url(struct o2l_exporter *ex)
+{
+    static const char path[] = "/api/public/ingestion";
+    size_t n = strlen(ex->base_url);
+
+    while (n > 0 && ex->base_url[n - 1] == '/') {
+        n--;
+    }
+    ex->url = o2l_malloc(n + sizeof(path));
+    if (!ex->url) {
+        return O2L_ENOMEM;
+    }
+    memcpy(ex->url, ex->base_url, n);
+    memcpy(ex->url + n, path, sizeof(path));
+    return O2L_OK;
+}
+
+static int init_sync(struct o2l_exporter *ex)
+{
+    pthread_condattr_t attr;
+    int rc;
+
+    if (pthread_condattr_init(&attr) != 0) {
+        return O2L_ENOMEM;
+    }
+    /* Deadlines are monotonic: wall-clock jumps must not stall batches. */
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    rc = pthread_cond_init(&ex->cv, &attr);
+    pthread_condattr_destroy(&attr);
+    if (rc != 0) {
+        return O2L_ENOMEM;
+    }
+    if (pthread_mutex_init(&ex->mu, NULL) != 0) {
+        pthread_cond_destroy(&ex->cv);
+        return O2L_ENOMEM;
+    }
+    return O2L_OK;
+}
+
+static void free_strings(struct o2l_exporter *ex)
+{
+    o2l_free(ex->base_url);
+    o2l_free(ex->public_key);
+    o2l_free(ex->secret_key);
+    o2l_free(ex->file_path);
+    o2l_free(ex->url);
+}
+
+static int copy_config(struct o2l_exporter *ex,
+                       const struct o2l_exporter_config *cfg)
+{
+    ex->cfg = *cfg;
+    ex->base_url = dup_or_null(cfg->base_url);
+    ex->public_key = dup_or_null(cfg->public_key);
+    ex->secret_key = dup_or_null(cfg->secret_key ? cfg->secret_key : "");
+    ex->file_path = dup_or_null(cfg->file_path);
+    if ((cfg->base_url && !ex->base_url) ||
+        (cfg->public_key && !ex->public_key) || !ex->secret_key ||
+        (cfg->file_path && !ex->file_path)) {
+        return O2L_ENOMEM;
+    }
+    ex->cfg.base_url = ex->base_url;
+    ex->cfg.public_key = ex->public_key;
+    ex->cfg.secret_key = NULL; /* only ex->secret_key holds it */
+    ex->cfg.file_path = ex->file_path;
+
+    /* Zero sizes would stall or spin the worker. */
+    if (ex->cfg.batch_max_events == 0) {
+        ex->cfg.batch_max_events = 1;
+    }
+    if (ex->cfg.retry_initial_ms == 0) {
+        ex->cfg.retry_initial_ms = 1;
+    }
+    if (ex->cfg.retry_max_ms < ex->cfg.retry_initial_ms) {
+        ex->cfg.retry_max_ms = ex->cfg.retry_initial_ms;
+    }
+    return O2L_OK;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *ud);
+static size_t on_header(char *data, size_t size, size_t nmemb, void *ud);
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow,
+                       curl_off_t ultotal, curl_off_t ulnow);
+
+static int setup_curl(struct o2l_exporter *ex)
+{
+    static const char *const fixed[] = {
+        "Content-Type: application/json",
+        "x-langfuse-sdk-name: otel2langfuse",
+        "x-langfuse-sdk-version: " O2L_VERSION,
+        /* Large bodies would otherwise wait for a 100-continue. */
+        "Expect:",
+    };
+    CURLcode cc = CURLE_OK;
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        return O2L_EIO;
+    }
+    ex->curl_inited = 1;
+    ex->curl = curl_easy_init();
+    if (!ex->curl) {
+        return O2L_EIO;
+    }
+    for (size_t i = 0; i < O2L_ARRAY_LEN(fixed); i++) {
+        struct curl_slist *l = curl_slist_append(ex->headers, fixed[i]);
+
+        if (!l) {
+            return O2L_ENOMEM;
+        }
+        ex->headers = l;
+    }
+
+    /* Options that stay the same for every request of the handle. */
+    cc |= curl_easy_setopt(ex->curl, CURLOPT_URL, ex->url);
+    cc |= curl_easy_setopt(ex->curl, CURLOPT_HTTPHEADER, ex->headers);
+    cc |= curl_easy_setopt(ex->curl, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+    cc |= curl_easy_setopt(ex->curl, CURLOPT_USERNAME, ex->public_key);
+    cc |= curl_easy_setopt(ex->curl, CURLOPT_PASSWORD, ex->secret_key);
+    cc |= curl_easy_setopt(ex->curl, CURLOPT_NOSIGNAL, 1L);
+    cc |= curl_easy_setopt(ex->curl, CURLOPT_TIMEOUT_MS,
+                           (long)ex->cfg.request_timeout_ms);
+    cc |= curl_easy_setopt(ex->curl, CURLOPT_WRITEFUNCTION, on_body);
+    cc |= curl_easy_setopt(ex->curl, CURLOPT_HEADERFUNCTION, on_header);
+    cc |= curl_easy_setopt(ex->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+    cc |= curl_easy_setopt(ex->curl, CURLOPT_XFERINFODATA, ex);
+    cc |= curl_easy_setopt(ex->curl, CURLOPT_NOPROGRESS, 0L);
+    cc |= curl_easy_setopt(ex->curl, CURLOPT_TCP_KEEPALIVE, 1L);
+    if (cc != CURLE_OK) {
+        return O2L_EIO;
+    }
+    return O2L_OK;
+}
+
+struct o2l_exporter *o2l_exporter_create(const struct o2l_exporter_config *cfg,
+                                         const struct o2l_log *log)
+{
+    struct o2l_exporter *ex;
+
+    ex = o2l_calloc(1, sizeof(*ex));
+    if (!ex) {
+        return NULL;
+    }
+    if (init_sync(ex) != O2L_OK) {
+        o2l_free(ex);
+        return NULL;
+    }
+    ex->log = log;
+    ex->rand_state = (unsigned)(o2l_now_ns() ^ (uintptr_t)ex);
+    atomic_init(&ex->abort_at_ms, 0);
+
+    if (copy_config(ex, cfg) != O2L_OK) {
+        goto fail;
+    }
+    if (use_http(ex)) {
+        if (build_url(ex) != O2L_OK || setup_curl(ex) != O2L_OK) {
+            goto fail;
+        }
+    } else if (!ex->file_path || !ex->file_path[0]) {
+        goto fail;
+    }
+    return ex;
+
+fail:
+    o2l_exporter_destroy(ex);
+    return NULL;
+}
+
+/* ---- backoff -------------------------------------------------------- */
+
+static unsigned next_rand(struct o2l_exporter *ex)
+{
+    /* xorshift32: enough to spread retries, no shared state. */
+    unsigned x = ex->rand_state ? ex->rand_state : 0x9e3779b9u;
+
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    ex->rand_state = x;
+    return x;
+}
+
+/*
+ * Schedules the next attempt after a failure: exponential growth from
+ * retry_initial_ms to retry_max_ms with full jitter, but never sooner
+ * than the server's Retry-After hint. Returns the delay.
+ */
+static uint64_t backoff(struct o2l_exporter *ex, long long retry_after_ms)
+{
+    uint64_t cap = ex->cfg.retry_initial_ms;
+    uint64_t delay;
+
+    for (unsigned i = 0; i < ex->attempt && cap < ex->cfg.retry_max_ms; i++) {
+        cap *= 2;
+    }
+    if (cap > ex->cfg.retry_max_ms) {
+        cap = ex->cfg.retry_max_ms;
+    }
+    if (ex->attempt < 64) {
+        ex->attempt++;
+    }
+    delay = next_rand(ex) % (cap + 1);
+    if (retry_after_ms > 0) {
+        if (retry_after_ms > RETRY_AFTER_CAP_MS) {
+            retry_after_ms = RETRY_AFTER_CAP_MS;
+        }
+        if ((uint64_t)retry_after_ms > delay) {
+            delay = (uint64_t)retry_after_ms;
+        }
+    }
+    ex->retry_at_ms = o2l_mono_ms() + delay;
+    return delay;
+}
+
+/* ---- worker: batches ------------------------------------------------ */
+
+/*
+ * Puts |n| events back at the front of the queue, in their order, so they
+ * go out first once the backoff ends. Takes ownership of the events.
+ */
+static void requeue_front(struct o2l_exporter *ex, struct slot *slots, size_t n)
+{
+    pthread_mutex_lock(&ex->mu);
+    if (ring_reserve(&ex->q, n) != O2L_OK) {
+        o2l_log_error(ex->log, COMPONENT,
+                      "out of memory re-queueing events=%zu; dropped", n);
+        for (size_t i = 0; i < n; i++) {
+            o2l_event_free(&slots[i].ev);
+        }
+        ex->st.events_dropped += n;
+        pthread_mutex_unlock(&ex->mu);
+        return;
+    }
+    for (size_t i = n; i > 0; i--) {
+        ring_push_front(&ex->q, &slots[i - 1]);
+        ex->q_bytes += slots[i - 1].ev.len;
+    }
+    ex->st.events_retried += n;
+    pthread_mutex_unlock(&ex->mu);
+}
+
+static void count(struct o2l_exporter *ex, uint64_t *counter, uint64_t n)
+{
+    pthread_mutex_lock(&ex->mu);
+    *counter += n;
+    pthread_mutex_unlock(&ex->mu);
+}
+
+static void free_slots(struct slot *slots, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        o2l_event_free(&slots[i].ev);
+    }
+}
+
+static int write_file(struct o2l_exporter *ex, struct slot *slots, size_t n)
+{
+    if (!ex->file) {
+        ex->file = fopen(ex->file_path, "a");
+        if (!ex->file) {
+            return O2L_EIO;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (fwrite(slots[i].ev.json, 1, slots[i].ev.len, ex->file) !=
+                slots[i].ev.len ||
+            fputc('\n', ex->file) == EOF) {
+            return O2L_EIO;
+        }
+    }
+    if (fflush(ex->file) != 0) {
+        return O2L_EIO;
+    }
+    return O2L_OK;
+}
+
+static void send_file(struct o2l_exporter *ex, uint64_t seq, struct slot *slots,
+                      size_t n)
+{
+    uint64_t delay;
+    int err;
+
+    if (write_file(ex, slots, n) == O2L_OK) {
+        ex->attempt = 0;
+        count(ex, &ex->st.events_delivered, n);
+        free_slots(slots, n);
+        o2l_log_debug(ex->log, COMPONENT, "batch=%llu wrote events=%zu",
+                      (unsigned long long)seq, n);
+        return;
+    }
+
+    /* A half-written batch is written again: lines are idempotent. */
+    err = errno;
+    if (ex->file) {
+        fclose(ex->file);
+        ex->file = NULL;
+    }
+    delay = backoff(ex, -1);
+    o2l_log_warn(ex->log, COMPONENT,
+                 "batch=%llu cannot write %s errno=%d; retry in %llums",
+                 (unsigned long long)seq, ex->file_path, err,
+                 (unsigned long long)delay);
+    requeue_front(ex, slots, n);
+}
+
+/* ---- worker: HTTP --------------------------------------------------- */
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct response *r = ud;
+    size_t n = size * nmemb;
+    size_t keep = n;
+    char *p;
+
+    if (r->len + keep > RESPONSE_MAX_BYTES) {
+        keep = RESPONSE_MAX_BYTES - r->len;
+    }
+    if (keep == 0) {
+        return n;
+    }
+    if (r->len + keep + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap : 4096;
+
+        while (cap < r->len + keep + 1) {
+            cap *= 2;
+        }
+        p = o2l_realloc(r->body, cap);
+        if (!p) {
+            return 0; /* aborts the transfer; the batch is retried */
+        }
+        r->body = p;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, data, keep);
+    r->len += keep;
+    r->body[r->len] = '\0';
+    return n;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *ud)
+{
+    static const char name[] = "retry-after:";
+    struct response *r = ud;
+    size_t n = size * nmemb;
+    size_t v;
+    size_t end;
+
+    if (n <= sizeof(name) - 1 ||
+        strncasecmp(data, name, sizeof(name) - 1) != 0) {
+        return n;
+    }
+    v = sizeof(name) - 1;
+    while (v < n && (data[v] == ' ' || data[v] == '\t')) {
+        v++;
+    }
+    end = n;
+    while (end > v && (data[end - 1] == '\r' || data[end - 1] == '\n' ||
+                       data[end - 1] == ' ')) {
+        end--;
+    }
+    if (end - v >= sizeof(r->retry_after)) {
+        end = v + sizeof(r->retry_after) - 1;
+    }
+    memcpy(r->retry_after, data + v, end - v);
+    r->retry_after[end - v] = '\0';
+    return n;
+}
+
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow,
+                       curl_off_t ultotal, curl_off_t ulnow)
+{
+    struct o2l_exporter *ex = ud;
+    uint64_t deadline = atomic_load(&ex->abort_at_ms);
+
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    /* Non-zero aborts the transfer: shutdown time is over. */
+    return deadline != 0 && o2l_mono_ms() >= deadline;
+}
+
+/* Copies |s| into |out| with control characters made visible as '?'. */
+static const char *log_safe(const char *s, char *out, size_t cap)
+{
+    size_t i;
+
+    if (!s) {
+        return "-";
+    }
+    for (i = 0; s[i] && i + 1 < cap; i++) {
+        out[i] = (unsigned char)s[i] < 0x20 ? '?' : s[i];
+    }
+    out[i] = '\0';
+    return out;
+}
+
+static void handle_results(struct o2l_exporter *ex, uint64_t seq,
+                           struct slot *slots, size_t n,
+                           struct o2l_event_result *res)
+{
+    size_t delivered = 0;
+    size_t rejected = 0;
+    size_t retry = 0;
+    uint64_t delay;
+    char msg[LOG_MESSAGE_MAX];
+
+    /* Compact the events to retry at the front of |slots|. */
+    for (size_t i = 0; i < n; i++) {
+        switch (res[i].outcome) {
+        case O2L_OUTCOME_OK:
+            delivered++;
+            o2l_event_free(&slots[i].ev);
+            break;
+        case O2L_OUTCOME_REJECTED:
+            rejected++;
+            /* TODO: write rejected events to a dead-letter file; until
+             * then a rejected event is only logged and counted. */
+            o2l_log_warn(ex->log, COMPONENT,
+                         "batch=%llu event rejected id=%s status=%d "
+                         "message=%s",
+                         (unsigned long long)seq, slots[i].ev.id, res[i].status,
+                         log_safe(res[i].message, msg, sizeof(msg)));
+            o2l_event_free(&slots[i].ev);
+            break;
+        case O2L_OUTCOME_RETRY:
+            slots[retry++] = slots[i];
+            break;
+        }
+    }
+
+    pthread_mutex_lock(&ex->mu);
+    ex->st.events_delivered += delivered;
+    ex->st.events_rejected += rejected;
+    pthread_mutex_unlock(&ex->mu);
+
+    if (retry == 0) {
+        ex->attempt = 0;
+        o2l_log_debug(ex->log, COMPONENT,
+                      "batch=%llu sent events=%zu delivered=%zu rejected=%zu",
+                      (unsigned long long)seq, n, delivered, rejected);
+        return;
+    }
+    delay = backoff(ex, -1);
+    o2l_log_warn(ex->log, COMPONENT,
+                 "batch=%llu retry in %llums events=%zu delivered=%zu "
+                 "rejected=%zu",
+                 (unsigned long long)seq, (unsigned long long)delay, retry,
+                 delivered, rejected);
+    requeue_front(ex, slots, retry);
+}
+
+/* Performs one POST of |n| events. Fills |r| and *status. */
+static CURLcode post_batch(struct o2l_exporter *ex, struct slot *slots,
+                           size_t n, struct response *r, long *status)
+{
+    struct o2l_event *evs = NULL;
+    char *body = NULL;
+    size_t body_len = 0;
+    CURLcode cc;
+
+    *status = 0;
+    evs = o2l_malloc(n * sizeof(*evs));
+    if (!evs) {
+        cc = CURLE_OUT_OF_MEMORY;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        evs[i] = slots[i].ev;
+    }
+    if (o2l_encode_batch(evs, n, &body, &body_len) != O2L_OK) {
+        cc = CURLE_OUT_OF_MEMORY;
+        goto out;
+    }
+
+    curl_easy_setopt(ex->curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(ex->curl, CURLOPT_POSTFIELDSIZE_LARGE,
+                     (curl_off_t)body_len);
+    curl_easy_setopt(ex->curl, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(ex->curl, CURLOPT_HEADERDATA, r);
+    cc = curl_easy_perform(ex->curl);
+    if (cc == CURLE_OK) {
+        curl_easy_getinfo(ex->curl, CURLINFO_RESPONSE_CODE, status);
+    }
+    /* The handle must not point at the freed body. */
+    curl_easy_setopt(ex->curl, CURLOPT_POSTFIELDS, NULL);
+
+out:
+    o2l_free(body);
+    o2l_free(evs);
+    return cc;
+}
+
+static void auth_failed(struct o2l_exporter *ex, uint64_t seq, long status)
+{
+    uint64_t now = o2l_mono_ms();
+
+    /* Once per pause is enough: the operator has to fix the keys. */
+    if (!ex->auth_logged ||
+        now - ex->last_auth_log_ms >= ex->cfg.auth_retry_ms) {
+        o2l_log_error(ex->log, COMPONENT,
+                      "batch=%llu configuration error: Langfuse rejected "
+                      "the credentials status=%ld; retry in %ums",
+                      (unsigned long long)seq, status, ex->cfg.auth_retry_ms);
+        ex->auth_logged = 1;
+        ex->last_auth_log_ms = now;
+    }
+    ex->retry_at_ms = now + ex->cfg.auth_retry_ms;
+}
+
+static void send_http(struct o2l_exporter *ex, uint64_t seq, struct slot *slots,
+                      size_t n);
+
+/* Whole-request answers other than 2xx. */
+static void handle_status(struct o2l_exporter *ex, uint64_t seq,
+                          struct slot *slots, size_t n, long status,
+                          const struct response *r)
+{
+    long long hint;
+    uint64_t delay;
+
+    if (status == HTTP_UNAUTHORIZED || status == HTTP_FORBIDDEN) {
+        auth_failed(ex, seq, status);
+        requeue_front(ex, slots, n);
+        return;
+    }
+    if (status == HTTP_TOO_MANY_REQUESTS || status == HTTP_REQUEST_TIMEOUT ||
+        status >= HTTP_SERVER_ERROR) {
+        hint = o2l_retry_after_ms(r->retry_after[0] ? r->retry_after : NULL,
+                                  (int64_t)(o2l_now_ns() / 1000000000u));
+        delay = backoff(ex, hint);
+        o2l_log_warn(ex->log, COMPONENT,
+                     "batch=%llu retry in %llums status=%ld events=%zu",
+                     (unsigned long long)seq, (unsigned long long)delay, status,
+                     n);
+        requeue_front(ex, slots, n);
+        return;
+    }
+    if (status == HTTP_PAYLOAD_TOO_LARGE && n > 1) {
+        /* Halves go out on their own; each may split again. */
+        o2l_log_warn(ex->log, COMPONENT,
+                     "batch=%llu too large for Langfuse; splitting "
+                     "events=%zu",
+                     (unsigned long long)seq, n);
+        send_http(ex, seq, slots, n / 2);
+        send_http(ex, seq, slots + n / 2, n - n / 2);
+        return;
+    }
+
+    /*
+     * 400, a single event over the size limit, or any other answer.
+     * TODO: write these events to a dead-letter file; until then a batch
+     * Langfuse refuses as a whole is only logged and counted.
+     */
+    o2l_log_error(ex->log, COMPONENT,
+                  "batch=%llu rejected by Langfuse status=%ld events=%zu",
+                  (unsigned long long)seq, status, n);
+    count(ex, &ex->st.events_rejected, n);
+    free_slots(slots, n);
+}
+
+static void send_http(struct o2l_exporter *ex, uint64_t seq, struct slot *slots,
+                      size_t n)
+{
+    struct response r;
+    struct o2l_event_result *res = NULL;
+    const char **ids = NULL;
+    long status = 0;
+    CURLcode cc;
+    int rc;
+
+    memset(&r, 0, sizeof(r));
+    cc = post_batch(ex, slots, n, &r, &status);
+    pthread_mutex_lock(&ex->mu);
+    ex->st.requests_sent++;
+    if (cc != CURLE_OK || (status != HTTP_OK && status != HTTP_CREATED &&
+                           status != HTTP_MULTI_STATUS)) {
+        ex->st.requests_failed++;
+    }
+    pthread_mutex_unlock(&ex->mu);
+
+    if (cc != CURLE_OK) {
+        uint64_t delay = backoff(ex, -1);
+
+        o2l_log_warn(ex->log, COMPONENT,
+                     "batch=%llu retry in %llums error=\"%s\" events=%zu",
+                     (unsigned long long)seq, (unsigned long long)delay,
+                     curl_easy_strerror(cc), n);
+        requeue_front(ex, slots, n);
+        goto out;
+    }
+    if (status != HTTP_OK && status != HTTP_CREATED &&
+        status != HTTP_MULTI_STATUS) {
+        handle_status(ex, seq, slots, n, status, &r);
+        goto out;
+    }
+
+    /* 2xx: the per-event results decide. */
+    ids = o2l_malloc(n * sizeof(*ids));
+    res = o2l_calloc(n, sizeof(*res));
+    if (!ids || !res) {
+        rc = O2L_ENOMEM;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            ids[i] = slots[i].ev.id;
+        }
+        rc = o2l_ingestion_parse_results(r.body, r.len, ids, n, res);
+    }
+    if (rc != O2L_OK) {
+        uint64_t delay = backoff(ex, -1);
+
+        o2l_log_warn(ex->log, COMPONENT,
+                     "batch=%llu unreadable answer status=%ld bytes=%zu; "
+                     "retry in %llums",
+                     (unsigned long long)seq, status, r.len,
+                     (unsigned long long)delay);
+        requeue_front(ex, slots, n);
+        goto out;
+    }
+    handle_results(ex, seq, slots, n, res);
+    o2l_event_results_clear(res, n);
+
+out:
+    o2l_free(res);
+    o2l_free(ids);
+    o2l_free(r.body);
+}
+
+/* ---- worker: loop --------------------------------------------------- */
+
+/*
+ * Takes the next batch from the front of the queue: at most
+ * batch_max_events events whose {"batch":[...]} framing stays within
+ * batch_max_bytes, and always at least one so that an outsized event
+ * still leaves. Called with the lock held.
+ */
+static size_t take_batch(struct o2l_exporter *ex, struct slot *out)
+{
+    size_t bytes = sizeof("{\"batch\":[]}") - 1;
+    size_t n = 0;
+
+    while (ex->q.len > 0 && n < ex->cfg.batch_max_events) {
+        struct slot *sl = ring_at(&ex->q, 0);
+        size_t add = sl->ev.len + (n > 0);
+
+        if (n > 0 && bytes + add > ex->cfg.batch_max_bytes) {
+            break;
+        }
+        bytes += add;
+        out[n] = ring_pop_front(&ex->q);
+        ex->q_bytes -= out[n].ev.len;
+        n++;
+    }
+    return n;
+}
+
+static void wait_until(struct o2l_exporter *ex, uint64_t at_ms)
+{
+    struct timespec ts;
+
+    ts.tv_sec = (time_t)(at_ms / 1000u);
+    ts.tv_nsec = (long)(at_ms % 1000u) * 1000000L;
+    pthread_cond_timedwait(&ex->cv, &ex->mu, &ts);
+}
+
+static void drop_leftovers(struct o2l_exporter *ex)
+{
+    size_t n = ex->q.len;
+
+    while (ex->q.len > 0) {
+        struct slot sl = ring_pop_front(&ex->q);
+
+        o2l_event_free(&sl.ev);
+    }
+    ex->q_bytes = 0;
+    ex->st.events_dropped += n;
+    if (n > 0) {
+        o2l_log_error(ex->log, COMPONENT,
+                      "stopped with events=%zu still queued; dropped", n);
+    }
+}
+
+/*
+ * Decides, with the lock held, whether a batch may go now. Returns 0 and
+ * fills *wake_ms (0: wait for a signal) when it may not.
+ */
+static int batch_ready(struct o2l_exporter *ex, uint64_t now, uint64_t *wake)
+{
+    uint64_t due;
+
+    *wake = 0;
+    if (ex->q.len == 0) {
+        return 0;
+    }
+    due = ring_at(&ex->q, 0)->queued_ms + ex->cfg.flush_interval_ms;
+    if (ex->stopping || ex->q.len >= ex->cfg.batch_max_events) {
+        due = now;
+    }
+    if (ex->retry_at_ms > due) {
+        due = ex->retry_at_ms;
+    }
+    if (now >= due) {
+        return 1;
+    }
+    *wake = due;
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct o2l_exporter *ex = arg;
+    struct slot *batch;
+
+    batch = o2l_malloc(ex->cfg.batch_max_events * sizeof(*batch));
+    pthread_mutex_lock(&ex->mu);
+    for (;;) {
+        uint64_t now = o2l_mono_ms();
+        uint64_t deadline = atomic_load(&ex->abort_at_ms);
+        uint64_t wake;
+        uint64_t seq;
+        size_t n;
+
+        if (ex->stopping && (ex->q.len == 0 || now >= deadline)) {
+            break;
+        }
+        if (!batch_ready(ex, now, &wake)) {
+            if (ex->stopping && (wake == 0 || wake > deadline)) {
+                wake = deadline;
+            }
+            if (wake == 0) {
+                pthread_cond_wait(&ex->cv, &ex->mu);
+            } else {
+                wait_until(ex, wake);
+            }
+            continue;
+        }
+        if (!batch) {
+            /* No memory for the batch array: try again shortly. */
+            pthread_mutex_unlock(&ex->mu);
+            batch = o2l_malloc(ex->cfg.batch_max_events * sizeof(*batch));
+            pthread_mutex_lock(&ex->mu);
+            if (!batch) {
+                wait_until(ex, now + ex->cfg.retry_initial_ms);
+            }
+            continue;
+        }
+
+        n = take_batch(ex, batch);
+        seq = ++ex->batch_seq;
+        pthread_mutex_unlock(&ex->mu);
+        if (use_http(ex)) {
+            send_http(ex, seq, batch, n);
+        } else {
+            send_file(ex, seq, batch, n);
+        }
+        pthread_mutex_lock(&ex->mu);
+    }
+    drop_leftovers(ex);
+    pthread_mutex_unlock(&ex->mu);
+    o2l_free(batch);
+    return NULL;
+}
+
+/* ---- public API ----------------------------------------------------- */
+
+int o2l_exporter_start(struct o2l_exporter *ex)
+{
+    if (ex->started) {
+        return O2L_OK;
+    }
+    if (pthread_create(&ex->thread, NULL, worker_main, ex) != 0) {
+        return O2L_EIO;
+    }
+    ex->started = 1;
+    o2l_log_info(ex->log, COMPONENT, "started sink=%s",
+                 use_http(ex) ? "ingestion" : "file");
+    return O2L_OK;
+}
+
+int o2l_exporter_submit(struct o2l_exporter *ex, struct o2l_event_list *events)
+{
+    uint64_t now = o2l_mono_ms();
+    size_t bytes = 0;
+    int was_empty;
+    int rc = O2L_OK;
+
+    for (size_t i = 0; i < events->len; i++) {
+        bytes += events->items[i].len;
+    }
+
+    pthread_mutex_lock(&ex->mu);
+    if (ex->stopping) {
+        rc = O2L_ESTOPPED;
+        goto out;
+    }
+    if (ex->q.len + events->len > ex->cfg.queue_max_events ||
+        ex->q_bytes + bytes > ex->cfg.queue_max_bytes) {
+        rc = O2L_EFULL;
+        goto out;
+    }
+    /* Room for a batch coming back keeps re-queueing allocation-free. */
+    rc = ring_reserve(&ex->q, events->len + ex->cfg.batch_max_events);
+    if (rc != O2L_OK) {
+        goto out;
+    }
+    was_empty = ex->q.len == 0;
+    for (size_t i = 0; i < events->len; i++) {
+        struct slot sl = {events->items[i], now};
+
+        ring_push_back(&ex->q, &sl);
+    }
+    ex->q_bytes += bytes;
+    ex->st.events_queued += events->len;
+    /* The worker sleeps without a deadline only on an empty queue. */
+    if ((was_empty && events->len > 0) ||
+        ex->q.len >= ex->cfg.batch_max_events) {
+        pthread_cond_signal(&ex->cv);
+    }
+    o2l_free(events->items);
+    memset(events, 0, sizeof(*events));
+
+out:
+    pthread_mutex_unlock(&ex->mu);
+    return rc;
+}
+
+int o2l_exporter_stop(struct o2l_exporter *ex)
+{
+    int rc = O2L_OK;
+
+    pthread_mutex_lock(&ex->mu);
+    if (!ex->stopping) {
+        ex->stopping = 1;
+        atomic_store(&ex->abort_at_ms,
+                     o2l_mono_ms() + ex->cfg.shutdown_timeout_ms + 1);
+    }
+    pthread_cond_broadcast(&ex->cv);
+    pthread_mutex_unlock(&ex->mu);
+
+    if (ex->started && !ex->joined) {
+        pthread_join(ex->thread, NULL);
+        ex->joined = 1;
+    }
+
+    pthread_mutex_lock(&ex->mu);
+    if (!ex->started) {
+        /* Never started: everything queued stays behind. */
+        drop_leftovers(ex);
+    }
+    if (ex->st.events_dropped > 0) {
+        rc = O2L_ESTOPPED;
+    }
+    pthread_mutex_unlock(&ex->mu);
+
+    if (ex->file) {
+        fclose(ex->file);
+        ex->file = NULL;
+    }
+    o2l_log_info(ex->log, COMPONENT,
+                 "stopped delivered=%llu rejected=%llu dropped=%llu",
+                 (unsigned long long)ex->st.events_delivered,
+                 (unsigned long long)ex->st.events_rejected,
+                 (unsigned long long)ex->st.events_dropped);
+    return rc;
+}
+
+void o2l_exporter_stats(struct o2l_exporter *ex, struct o2l_exporter_stats *out)
+{
+    pthread_mutex_lock(&ex->mu);
+    *out = ex->st;
+    out->queue_events = ex->q.len;
+    out->queue_bytes = ex->q_bytes;
+    pthread_mutex_unlock(&ex->mu);
+}
+
+void o2l_exporter_destroy(struct o2l_exporter *ex)
+{
+    if (!ex) {
+        return;
+    }
+    if (ex->started && !ex->joined) {
+        o2l_exporter_stop(ex);
+    }
+    while (ex->q.len > 0) {
+        struct slot sl = ring_pop_front(&ex->q);
+
+        o2l_event_free(&sl.ev);
+    }
+    o2l_free(ex->q.s);
+    if (ex->file) {
+        fclose(ex->file);
+    }
+    if (ex->curl) {
+        curl_easy_cleanup(ex->curl);
+    }
+    curl_slist_free_all(ex->headers);
+    if (ex->curl_inited) {
+        curl_global_cleanup();
+    }
+    pthread_cond_destroy(&ex->cv);
+    pthread_mutex_destroy(&ex->mu);
+    free_strings(ex);
+    o2l_free(ex);
+}

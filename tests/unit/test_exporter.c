@@ -1,0 +1,685 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * test_exporter.c - the export stage: reading 207 answers and Retry-After,
+ * the file sink, queue bounds, and HTTP round trips against a small
+ * canned-answer server on 127.0.0.1.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "o2l/common.h"
+#include "o2l/exporter.h"
+
+/* ---- o2l_ingestion_parse_results ------------------------------------ */
+
+static void test_exporter_parse_results_207(void **state)
+{
+    static const char body[] =
+        "{\"successes\":[{\"id\":\"t1-trace-a\",\"status\":201},"
+        "{\"id\":\"t1-a\",\"status\":201}],"
+        "\"errors\":[{\"id\":\"t1-b\",\"status\":400,"
+        "\"message\":\"Invalid request data\","
+        "\"error\":[{\"code\":\"invalid_type\",\"path\":[\"body\"]}]},"
+        "{\"id\":\"t1-c\",\"status\":500,\"error\":\"Internal Server Error\"},"
+        "{\"id\":\"t1-d\",\"status\":429}]}";
+    const char *ids[] = {"t1-trace-a", "t1-a", "t1-b", "t1-c", "t1-d", "t1-e"};
+    struct o2l_event_result res[6];
+
+    (void)state;
+    assert_int_equal(
+        o2l_ingestion_parse_results(body, strlen(body), ids, 6, res), O2L_OK);
+    assert_int_equal(res[0].outcome, O2L_OUTCOME_OK);
+    assert_int_equal(res[0].status, 201);
+    assert_int_equal(res[1].outcome, O2L_OUTCOME_OK);
+    assert_int_equal(res[2].outcome, O2L_OUTCOME_REJECTED);
+    assert_int_equal(res[2].status, 400);
+    assert_string_equal(res[2].message, "Invalid request data");
+    assert_int_equal(res[3].outcome, O2L_OUTCOME_RETRY);
+    assert_string_equal(res[3].message, "Internal Server Error");
+    assert_int_equal(res[4].outcome, O2L_OUTCOME_RETRY);
+    assert_null(res[4].message);
+    /* Not listed at all: delivered. */
+    assert_int_equal(res[5].outcome, O2L_OUTCOME_OK);
+    assert_int_equal(res[5].status, 0);
+    o2l_event_results_clear(res, 6);
+}
+
+static void test_exporter_parse_results_duplicate_ids(void **state)
+{
+    static const char body[] = "{\"successes\":[],\"errors\":[{\"id\":\"x\","
+                               "\"status\":503,\"message\":\"busy\"}]}";
+    const char *ids[] = {"x", "y", "x"};
+    struct o2l_event_result res[3];
+
+    (void)state;
+    assert_int_equal(
+        o2l_ingestion_parse_results(body, strlen(body), ids, 3, res), O2L_OK);
+    assert_int_equal(res[0].outcome, O2L_OUTCOME_RETRY);
+    assert_int_equal(res[1].outcome, O2L_OUTCOME_OK);
+    assert_int_equal(res[2].outcome, O2L_OUTCOME_RETRY);
+    assert_int_equal(res[2].status, 503);
+    o2l_event_results_clear(res, 3);
+}
+
+static void test_exporter_parse_results_rejects_garbage(void **state)
+{
+    static const char *const bodies[] = {
+        "",
+        "not json",
+        "{\"successes\":[",
+        "[]",
+        "{\"message\":\"Invalid credentials\"}",
+        "{\"successes\":{},\"errors\":[]}",
+        "{\"successes\":[],\"errors\":\"no\"}",
+    };
+    const char *ids[] = {"a"};
+    struct o2l_event_result res[1];
+
+    (void)state;
+    for (size_t i = 0; i < O2L_ARRAY_LEN(bodies); i++) {
+        assert_int_equal(o2l_ingestion_parse_results(
+                             bodies[i], strlen(bodies[i]), ids, 1, res),
+                         O2L_EPARSE);
+        assert_null(res[0].message);
+    }
+}
+
+/* ---- o2l_retry_after_ms --------------------------------------------- */
+
+static void test_exporter_retry_after_seconds_and_dates(void **state)
+{
+    /* Sun, 06 Nov 1994 08:49:37 GMT */
+    const int64_t when = 784111777;
+
+    (void)state;
+    assert_int_equal(o2l_retry_after_ms("120", when), 120000);
+    assert_int_equal(o2l_retry_after_ms(" 0", when), 0);
+    assert_int_equal(o2l_retry_after_ms("1\r\n", when), 1000);
+    assert_int_equal(
+        o2l_retry_after_ms("Sun, 06 Nov 1994 08:49:37 GMT", when - 3), 3000);
+    assert_int_equal(
+        o2l_retry_after_ms("Sunday, 06-Nov-94 08:49:37 GMT", when - 10), 10000);
+    /* A date in the past means now. */
+    assert_int_equal(
+        o2l_retry_after_ms("Sun, 06 Nov 1994 08:49:37 GMT", when + 60), 0);
+}
+
+static void test_exporter_retry_after_garbage(void **state)
+{
+    (void)state;
+    assert_int_equal(o2l_retry_after_ms(NULL, 0), -1);
+    assert_int_equal(o2l_retry_after_ms("", 0), -1);
+    assert_int_equal(o2l_retry_after_ms("soon", 0), -1);
+    assert_int_equal(o2l_retry_after_ms("12abc", 0), -1);
+    assert_int_equal(o2l_retry_after_ms("-5", 0), -1);
+    assert_int_equal(o2l_retry_after_ms("99999999999999999999999", 0), -1);
+}
+
+/* ---- helpers -------------------------------------------------------- */
+
+static struct o2l_log quiet_log = {O2L_LOG_ERROR, NULL};
+
+static void add_event(struct o2l_event_list *l, const char *id)
+{
+    char json[128];
+    struct o2l_event *ev;
+
+    if (l->len == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 8;
+        l->items = o2l_realloc(l->items, l->cap * sizeof(*l->items));
+        assert_non_null(l->items);
+    }
+    snprintf(json, sizeof(json),
+             "{\"id\":\"%s\",\"type\":\"span-create\",\"timestamp\":"
+             "\"2025-01-31T08:15:02.123456Z\",\"body\":{\"id\":\"%s\"}}",
+             id, id);
+    ev = &l->items[l->len++];
+    ev->id = o2l_strdup(id);
+    ev->json = o2l_strdup(json);
+    ev->len = strlen(json);
+    assert_non_null(ev->id);
+    assert_non_null(ev->json);
+}
+
+static void fast_config(struct o2l_exporter_config *cfg)
+{
+    o2l_exporter_config_defaults(cfg);
+    cfg->flush_interval_ms = 10;
+    cfg->retry_initial_ms = 5;
+    cfg->retry_max_ms = 20;
+    cfg->auth_retry_ms = 20;
+    cfg->request_timeout_ms = 5000;
+    cfg->shutdown_timeout_ms = 5000;
+}
+
+/* Waits (bounded) until |n| events are delivered or rejected. */
+static void wait_settled(struct o2l_exporter *ex, uint64_t n)
+{
+    struct o2l_exporter_stats st;
+
+    for (int i = 0; i < 1000; i++) {
+        o2l_exporter_stats(ex, &st);
+        if (st.events_delivered + st.events_rejected >= n) {
+            return;
+        }
+        usleep(10000);
+    }
+}
+
+/* ---- file sink and queue -------------------------------------------- */
+
+static void test_exporter_config_defaults(void **state)
+{
+    struct o2l_exporter_config cfg;
+
+    (void)state;
+    o2l_exporter_config_defaults(&cfg);
+    assert_null(cfg.base_url);
+    assert_int_equal(cfg.flush_interval_ms, 1000);
+    assert_int_equal(cfg.batch_max_events, 500);
+    assert_int_equal(cfg.batch_max_bytes, 3500000);
+    assert_int_equal(cfg.queue_max_events, 100000);
+    assert_int_equal(cfg.queue_max_bytes, 256u * 1024 * 1024);
+    assert_int_equal(cfg.request_timeout_ms, 30000);
+    assert_int_equal(cfg.retry_initial_ms, 500);
+    assert_int_equal(cfg.retry_max_ms, 30000);
+    assert_int_equal(cfg.auth_retry_ms, 30000);
+    assert_int_equal(cfg.shutdown_timeout_ms, 10000);
+}
+
+static void test_exporter_file_sink_writes_json_lines(void **state)
+{
+    char path[] = "/tmp/o2l_exporter_test_XXXXXX";
+    struct o2l_exporter_config cfg;
+    struct o2l_exporter_stats st;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter *ex;
+    char line[256];
+    FILE *f;
+    int fd;
+    int lines = 0;
+
+    (void)state;
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+
+    fast_config(&cfg);
+    cfg.file_path = path;
+    cfg.batch_max_events = 2;
+    ex = o2l_exporter_create(&cfg, &quiet_log);
+    assert_non_null(ex);
+    assert_int_equal(o2l_exporter_start(ex), O2L_OK);
+    add_event(&l, "e1");
+    add_event(&l, "e2");
+    add_event(&l, "e3");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    assert_int_equal(l.len, 0);
+    assert_null(l.items);
+    wait_settled(ex, 3);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+
+    /* After stop nothing more is taken, and the caller keeps its events. */
+    add_event(&l, "late");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_ESTOPPED);
+    assert_int_equal(l.len, 1);
+    o2l_event_list_clear(&l);
+
+    o2l_exporter_stats(ex, &st);
+    assert_int_equal(st.events_queued, 3);
+    assert_int_equal(st.events_delivered, 3);
+    assert_int_equal(st.queue_events, 0);
+    o2l_exporter_destroy(ex);
+
+    f = fopen(path, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        char want[32];
+
+        snprintf(want, sizeof(want), "\"id\":\"e%d\"", ++lines);
+        assert_non_null(strstr(line, want));
+        assert_int_equal(line[strlen(line) - 1], '\n');
+    }
+    fclose(f);
+    unlink(path);
+    assert_int_equal(lines, 3);
+}
+
+static void test_exporter_submit_respects_queue_bounds(void **state)
+{
+    struct o2l_exporter_config cfg;
+    struct o2l_exporter_stats st;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter *ex;
+
+    (void)state;
+    fast_config(&cfg);
+    cfg.file_path = "/dev/null";
+    cfg.queue_max_events = 2;
+    ex = o2l_exporter_create(&cfg, &quiet_log);
+    assert_non_null(ex);
+
+    /* Not started: the queue fills and stays full. */
+    add_event(&l, "a");
+    add_event(&l, "b");
+    add_event(&l, "c");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_EFULL);
+    assert_int_equal(l.len, 3);
+    o2l_event_list_clear(&l);
+
+    add_event(&l, "a");
+    add_event(&l, "b");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    add_event(&l, "c");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_EFULL);
+    o2l_event_list_clear(&l);
+
+    o2l_exporter_stats(ex, &st);
+    assert_int_equal(st.queue_events, 2);
+    assert_true(st.queue_bytes > 0);
+
+    /* Stopping without a worker leaves both behind. */
+    assert_int_equal(o2l_exporter_stop(ex), O2L_ESTOPPED);
+    o2l_exporter_stats(ex, &st);
+    assert_int_equal(st.events_dropped, 2);
+    o2l_exporter_destroy(ex);
+    o2l_exporter_destroy(NULL);
+}
+
+/* ---- a canned-answer HTTP server ------------------------------------ */
+
+#define MAX_REQUESTS 16
+
+struct fake_server {
+    int listen_fd;
+    int port;
+    pthread_t thread;
+    atomic_int stop;
+    const char *answers[MAX_REQUESTS]; /* full responses, in order */
+    size_t n_answers;
+    char *bodies[MAX_REQUESTS]; /* request bodies received */
+    char *auth[MAX_REQUESTS];   /* Authorization header values */
+    char *path[MAX_REQUESTS];
+    atomic_int n_requests;
+};
+
+static const char *header_value(const char *head, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    const char *p = head;
+
+    while ((p = strstr(p, "\r\n")) != NULL) {
+        p += 2;
+        if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            const char *v = p + nl + 1;
+            const char *e;
+
+            while (*v == ' ') {
+                v++;
+            }
+            e = strstr(v, "\r\n");
+            *len = e ? (size_t)(e - v) : strlen(v);
+            return v;
+        }
+    }
+    return NULL;
+}
+
+/* Reads one request from |fd| into the server's slots. Returns 0 on EOF. */
+static int serve_one(struct fake_server *s, int fd)
+{
+    char head[8192];
+    size_t have = 0;
+    char *end = NULL;
+    const char *v;
+    size_t vlen = 0;
+    size_t body_len = 0;
+    char *body;
+    size_t got;
+    int idx;
+    const char *answer;
+
+    while (!end) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        ssize_t n;
+
+        if (have + 1 >= sizeof(head) || poll(&pfd, 1, 5000) <= 0) {
+            return 0;
+        }
+        n = read(fd, head + have, sizeof(head) - 1 - have);
+        if (n <= 0) {
+            return 0;
+        }
+        have += (size_t)n;
+        head[have] = '\0';
+        end = strstr(head, "\r\n\r\n");
+    }
+    v = header_value(head, "Content-Length", &vlen);
+    if (v) {
+        body_len = strtoul(v, NULL, 10);
+    }
+    body = calloc(1, body_len + 1);
+    assert_non_null(body);
+    got = have - (size_t)(end + 4 - head);
+    memcpy(body, end + 4, got);
+    while (got < body_len) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        ssize_t n;
+
+        if (poll(&pfd, 1, 5000) <= 0) {
+            free(body);
+            return 0;
+        }
+        n = read(fd, body + got, body_len - got);
+        if (n <= 0) {
+            free(body);
+            return 0;
+        }
+        got += (size_t)n;
+    }
+
+    idx = atomic_load(&s->n_requests);
+    if (idx >= MAX_REQUESTS) {
+        free(body);
+        return 0;
+    }
+    s->bodies[idx] = body;
+    v = header_value(head, "Authorization", &vlen);
+    s->auth[idx] = v ? strndup(v, vlen) : NULL;
+    v = strchr(head, ' ');
+    s->path[idx] = v ? strndup(v + 1, strcspn(v + 1, " ")) : NULL;
+    answer = (size_t)idx < s->n_answers
+                 ? s->answers[idx]
+                 : "HTTP/1.1 207 Multi-Status\r\nContent-Length: 29\r\n\r\n"
+                   "{\"successes\":[],\"errors\":[]}";
+    atomic_store(&s->n_requests, idx + 1);
+    return write(fd, answer, strlen(answer)) == (ssize_t)strlen(answer);
+}
+
+static void *server_main(void *arg)
+{
+    struct fake_server *s = arg;
+
+    while (!atomic_load(&s->stop)) {
+        struct pollfd pfd = {s->listen_fd, POLLIN, 0};
+        int fd;
+
+        if (poll(&pfd, 1, 50) <= 0) {
+            continue;
+        }
+        fd = accept(s->listen_fd, NULL, NULL);
+        if (fd < 0) {
+            continue;
+        }
+        /* Keep-alive: serve requests on this connection until it ends. */
+        while (!atomic_load(&s->stop) && serve_one(s, fd)) {
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+static void server_start(struct fake_server *s)
+{
+    struct sockaddr_in addr;
+    socklen_t alen = sizeof(addr);
+    int one = 1;
+
+    s->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s->listen_fd >= 0);
+    setsockopt(s->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(s->listen_fd, (struct sockaddr *)&addr, sizeof(addr)),
+                     0);
+    assert_int_equal(listen(s->listen_fd, 8), 0);
+    getsockname(s->listen_fd, (struct sockaddr *)&addr, &alen);
+    s->port = ntohs(addr.sin_port);
+    atomic_init(&s->stop, 0);
+    atomic_init(&s->n_requests, 0);
+    assert_int_equal(pthread_create(&s->thread, NULL, server_main, s), 0);
+}
+
+static void server_stop(struct fake_server *s)
+{
+    atomic_store(&s->stop, 1);
+    pthread_join(s->thread, NULL);
+    close(s->listen_fd);
+}
+
+static void server_free(struct fake_server *s)
+{
+    for (int i = 0; i < MAX_REQUESTS; i++) {
+        free(s->bodies[i]);
+        free(s->auth[i]);
+        free(s->path[i]);
+    }
+}
+
+static struct o2l_exporter *http_exporter(struct fake_server *s, char *url,
+                                          size_t url_len)
+{
+    struct o2l_exporter_config cfg;
+    struct o2l_exporter *ex;
+
+    snprintf(url, url_len, "http://127.0.0.1:%d/", s->port);
+    fast_config(&cfg);
+    cfg.base_url = url;
+    cfg.public_key = "pk-lf-test";
+    cfg.secret_key = "sk-lf-test";
+    ex = o2l_exporter_create(&cfg, &quiet_log);
+    assert_non_null(ex);
+    assert_int_equal(o2l_exporter_start(ex), O2L_OK);
+    return ex;
+}
+
+/* A full HTTP response with a JSON body; free() it. */
+static char *make_answer(const char *status_line, const char *body)
+{
+    size_t cap = strlen(body) + 256;
+    char *out = malloc(cap);
+
+    assert_non_null(out);
+    snprintf(out, cap,
+             "HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             status_line, strlen(body), body);
+    return out;
+}
+
+static void test_exporter_http_207_retries_5xx_not_4xx(void **state)
+{
+    static const char first[] =
+        "{\"successes\":[{\"id\":\"ev-a\",\"status\":201}],"
+        "\"errors\":[{\"id\":\"ev-b\",\"status\":500,"
+        "\"message\":\"storage unavailable\"},"
+        "{\"id\":\"ev-c\",\"status\":400,\"message\":\"Invalid request "
+        "data\",\"error\":\"bad\"}]}";
+    static const char second[] =
+        "{\"successes\":[{\"id\":\"ev-b\",\"status\":201}],\"errors\":[]}";
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    char url[64];
+    char *a1;
+    char *a2;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    a1 = make_answer("207 Multi-Status", first);
+    a2 = make_answer("207 Multi-Status", second);
+    s.answers[0] = a1;
+    s.answers[1] = a2;
+    s.n_answers = 2;
+    server_start(&s);
+    ex = http_exporter(&s, url, sizeof(url));
+
+    add_event(&l, "ev-a");
+    add_event(&l, "ev-b");
+    add_event(&l, "ev-c");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 3);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_int_equal(st.events_delivered, 2);
+    assert_int_equal(st.events_rejected, 1);
+    assert_int_equal(st.events_retried, 1);
+    assert_int_equal(st.requests_sent, 2);
+    assert_int_equal(st.requests_failed, 0);
+    assert_int_equal(atomic_load(&s.n_requests), 2);
+    assert_string_equal(s.path[0], "/api/public/ingestion");
+    /* base64("pk-lf-test:sk-lf-test") */
+    assert_string_equal(s.auth[0], "Basic cGstbGYtdGVzdDpzay1sZi10ZXN0");
+    assert_non_null(strstr(s.bodies[0], "\"id\":\"ev-c\""));
+    assert_non_null(strstr(s.bodies[1], "\"id\":\"ev-b\""));
+    /* Only the 5xx event comes back; the 400 is never sent again. */
+    assert_null(strstr(s.bodies[1], "ev-a"));
+    assert_null(strstr(s.bodies[1], "ev-c"));
+    server_free(&s);
+    free(a1);
+    free(a2);
+}
+
+static void test_exporter_http_retries_whole_batch(void **state)
+{
+    static const char ok[] = "{\"successes\":[{\"id\":\"r1\",\"status\":201},"
+                             "{\"id\":\"r2\",\"status\":201}],\"errors\":[]}";
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    char url[64];
+    char *ok_answer;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    ok_answer = make_answer("207 Multi-Status", ok);
+    s.answers[0] = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\n"
+                   "Content-Length: 0\r\n\r\n";
+    s.answers[1] = "HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\n{}";
+    s.answers[2] =
+        "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n";
+    s.answers[3] = ok_answer;
+    s.answers[4] = ok_answer;
+    s.n_answers = 5;
+    server_start(&s);
+    ex = http_exporter(&s, url, sizeof(url));
+
+    add_event(&l, "r1");
+    add_event(&l, "r2");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 2);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    /* 503, 401, 413 (split in two), then one request per half. */
+    assert_int_equal(atomic_load(&s.n_requests), 5);
+    assert_int_equal(st.requests_sent, 5);
+    assert_int_equal(st.requests_failed, 3);
+    assert_int_equal(st.events_delivered, 2);
+    assert_int_equal(st.events_rejected, 0);
+    assert_non_null(strstr(s.bodies[3], "r1"));
+    assert_null(strstr(s.bodies[3], "r2"));
+    assert_non_null(strstr(s.bodies[4], "r2"));
+    server_free(&s);
+    free(ok_answer);
+}
+
+static void test_exporter_http_other_4xx_is_not_retried(void **state)
+{
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    char url[64];
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    s.answers[0] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+    s.n_answers = 1;
+    server_start(&s);
+    ex = http_exporter(&s, url, sizeof(url));
+
+    add_event(&l, "x1");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 1);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_int_equal(atomic_load(&s.n_requests), 1);
+    assert_int_equal(st.events_rejected, 1);
+    assert_int_equal(st.events_delivered, 0);
+    server_free(&s);
+}
+
+static void test_exporter_stop_gives_up_after_timeout(void **state)
+{
+    struct o2l_exporter_config cfg;
+    struct o2l_exporter_stats st;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter *ex;
+
+    (void)state;
+    /* Nothing listens on port 9 of 127.0.0.1: every attempt fails. */
+    fast_config(&cfg);
+    cfg.base_url = "http://127.0.0.1:9";
+    cfg.public_key = "pk-lf-test";
+    cfg.secret_key = "sk-lf-test";
+    cfg.shutdown_timeout_ms = 100;
+    ex = o2l_exporter_create(&cfg, &quiet_log);
+    assert_non_null(ex);
+    assert_int_equal(o2l_exporter_start(ex), O2L_OK);
+    add_event(&l, "lost");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_ESTOPPED);
+    o2l_exporter_stats(ex, &st);
+    assert_int_equal(st.events_dropped, 1);
+    assert_int_equal(st.queue_events, 0);
+    o2l_exporter_destroy(ex);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_exporter_parse_results_207),
+        cmocka_unit_test(test_exporter_parse_results_duplicate_ids),
+        cmocka_unit_test(test_exporter_parse_results_rejects_garbage),
+        cmocka_unit_test(test_exporter_retry_after_seconds_and_dates),
+        cmocka_unit_test(test_exporter_retry_after_garbage),
+        cmocka_unit_test(test_exporter_config_defaults),
+        cmocka_unit_test(test_exporter_file_sink_writes_json_lines),
+        cmocka_unit_test(test_exporter_submit_respects_queue_bounds),
+        cmocka_unit_test(test_exporter_http_207_retries_5xx_not_4xx),
+        cmocka_unit_test(test_exporter_http_retries_whole_batch),
+        cmocka_unit_test(test_exporter_http_other_4xx_is_not_retried),
+        cmocka_unit_test(test_exporter_stop_gives_up_after_timeout),
+    };
+
+    o2l_mem_init();
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -84,6 +84,9 @@ describe('OTLP/HTTP receiver', { skip: !haveBin && 'O2L_BIN is not set' }, () =>
             'Content-Encoding': 'gzip',
         });
         assert.equal(res.status, 200);
+        await waitFor(() => fake.events().some((e) => e.body.id === '00000000000000a2'), {
+            what: 'the gzip span to reach Langfuse',
+        });
     });
 
     test('an empty export is a 200 and sends nothing', async () => {

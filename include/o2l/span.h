@@ -7,8 +7,9 @@
  * by the rules of the decoding table in the mapping reference:
  *   string -> cJSON string (valid UTF-8; bad bytes and NUL became U+FFFD)
  *   bool   -> cJSON bool
- *   int    -> cJSON number when |v| <= 2^53, otherwise a cJSON raw item
- *             holding the exact decimal text (see o2l_json_get_int64)
+ *   int    -> cJSON number when |v| < 10^15, otherwise a cJSON raw item
+ *             holding the exact decimal text, because cJSON prints only
+ *             15 significant digits reliably (see o2l_json_get_int64)
  *   double -> cJSON number; NaN and infinities as the strings "NaN",
  *             "Infinity", "-Infinity"
  *   array  -> cJSON array, kvlist -> cJSON object (last key wins)

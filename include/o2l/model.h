@@ -63,7 +63,7 @@ struct o2l_observation {
     char *model;
     cJSON *input;
     cJSON *output;
-    cJSON *metadata;         /* object */
+    cJSON *metadata; /* object */
     /* Object with "attributes", "resourceAttributes" and "scope": merged
      * into metadata by the ingestion encoder only (mapping reference
      * 3.1, metadata row); the OTLP encoder leaves it out. */

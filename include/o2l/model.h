@@ -89,6 +89,9 @@ struct o2l_trace {
     char *environment; /* never NULL */
     cJSON *tags;       /* array of unique sorted strings, or NULL */
     cJSON *metadata;   /* object or NULL */
+    /* The true root's observation metadata, merged under metadata in
+     * trace-create only; the OTLP encoder leaves it out. */
+    cJSON *ingest_metadata;
     cJSON *input;
     cJSON *output;
     int public_flag; /* -1 unknown, 0 false, 1 true */

@@ -337,9 +337,9 @@ static void field_json(struct jbuf *b, const char *key, const cJSON *v,
 }
 
 /*
- * Writes the observation's metadata with the ingestion-only keys
- * (attributes, resourceAttributes, scope) of |extra| merged in. The
- * mapped metadata wins on a shared key: it is what the application set.
+ * Writes metadata with the ingestion-only keys of |extra| merged in: an
+ * observation's attributes, resourceAttributes and scope, or the true
+ * root's observation metadata under a trace's. |md| wins on a shared key.
  */
 static void field_metadata(struct jbuf *b, const cJSON *md, const cJSON *extra,
                            struct span_ref *ref)
@@ -417,7 +417,7 @@ static void write_trace(struct jbuf *b, const struct o2l_trace *t,
     field_json(b, "tags", t->tags, NULL);
     field_json(b, "input", t->input, &refs[REF_INPUT]);
     field_json(b, "output", t->output, &refs[REF_OUTPUT]);
-    field_json(b, "metadata", t->metadata, &refs[REF_METADATA]);
+    field_metadata(b, t->metadata, t->ingest_metadata, &refs[REF_METADATA]);
     jb_lit(b, "}}");
 }
 

@@ -687,6 +687,11 @@ static int trace_metadata(const struct group *g, struct o2l_trace *t)
         md = NULL;
     }
     cJSON_Delete(md);
+    /* trace-create also carries the root observation's metadata. */
+    if (rc == O2L_OK && g->root < g->n && g->refs[g->root].obs->metadata) {
+        t->ingest_metadata = cJSON_Duplicate(g->refs[g->root].obs->metadata, 1);
+        rc = t->ingest_metadata ? O2L_OK : O2L_ENOMEM;
+    }
     return rc;
 }
 

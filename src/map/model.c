@@ -60,6 +60,7 @@ static void trace_clear(struct o2l_trace *t)
     o2l_free(t->environment);
     cJSON_Delete(t->tags);
     cJSON_Delete(t->metadata);
+    cJSON_Delete(t->ingest_metadata);
     cJSON_Delete(t->input);
     cJSON_Delete(t->output);
 }

@@ -236,6 +236,9 @@ static void test_mapper_langgraph_openinference_trace(void **state)
     o = find_obs(m, "1000000000000001");
     assert_int_equal(o->type, O2L_OBS_CHAIN);
     assert_string_equal(o->parent_id, "");
+    /* trace-create carries the root observation's metadata underneath. */
+    assert_non_null(t->ingest_metadata);
+    assert_true(cJSON_Compare(t->ingest_metadata, o->metadata, 1));
     assert_string_equal(o->environment, "prod");
     assert_string_equal(o->trace_id, T1);
 

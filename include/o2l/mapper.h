@@ -29,6 +29,10 @@ void o2l_map_config_defaults(struct o2l_map_config *cfg);
  * one assemble window: one o2l_trace per group, then its observations
  * (spans, and EVENTs from span events). Returns O2L_OK with *out owned by
  * the caller (o2l_mapped_free), or O2L_ENOMEM. Never fails on content.
+ *
+ * To save copying every attribute, the ingestion-only metadata of the
+ * observations (ingest_metadata) refers to values inside |ex|: read the
+ * result only while |ex| is alive. Freeing the two is safe in any order.
  */
 int o2l_map_export(const struct o2l_export *ex,
                    const struct o2l_map_config *cfg, struct o2l_mapped **out);

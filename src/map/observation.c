@@ -991,12 +991,45 @@ static bool attribute_used(const struct o2l_map_ctx *c, const char *key)
     return false;
 }
 
-static int add_copy(cJSON *obj, const char *key, const cJSON *v)
+/*
+ * A read-only view of |v|: a new item whose children, string or raw text
+ * stay owned by the export, so deleting it frees only the item itself.
+ * Numbers and booleans are small enough to copy.
+ */
+static cJSON *ref_of(const cJSON *v)
 {
+    cJSON *r;
+
+    if (cJSON_IsObject(v)) {
+        return cJSON_CreateObjectReference(v->child);
+    }
+    if (cJSON_IsArray(v)) {
+        return cJSON_CreateArrayReference(v->child);
+    }
+    if (cJSON_IsString(v) || cJSON_IsRaw(v)) {
+        r = cJSON_CreateStringReference(v->valuestring);
+        if (r && cJSON_IsRaw(v)) {
+            r->type = cJSON_Raw | cJSON_IsReference;
+        }
+        return r;
+    }
+    return cJSON_Duplicate(v, 0);
+}
+
+/* Adds a view of |v| under |key|, a string that outlives |obj|. */
+static int add_ref(cJSON *obj, const char *key, const cJSON *v)
+{
+    cJSON *r;
+
     if (!o2l_mu_usable(v)) {
         return O2L_OK;
     }
-    return o2l_mu_add(obj, key, cJSON_Duplicate(v, 1), false);
+    r = ref_of(v);
+    if (!r || !cJSON_AddItemToObjectCS(obj, key, r)) {
+        cJSON_Delete(r);
+        return O2L_ENOMEM;
+    }
+    return O2L_OK;
 }
 
 static int map_ingest_metadata(struct o2l_map_ctx *c)
@@ -1012,25 +1045,21 @@ static int map_ingest_metadata(struct o2l_map_ctx *c)
     if (!o2l_mu_starts(c->scope->name, "langfuse-sdk")) {
         attrs = cJSON_CreateObject();
         rc = attrs ? O2L_OK : O2L_ENOMEM;
+        /* Keys are unique already: no look-up before adding. */
         for (const cJSON *a = c->attrs->child; a && rc == O2L_OK; a = a->next) {
-            cJSON *copy;
-
-            if (!o2l_mu_usable(a) || attribute_used(c, a->string)) {
-                continue;
-            }
-            /* Keys are unique already: no look-up before adding. */
-            copy = cJSON_Duplicate(a, 1);
-            if (!copy || !cJSON_AddItemToObject(attrs, a->string, copy)) {
-                cJSON_Delete(copy);
-                rc = O2L_ENOMEM;
+            if (!attribute_used(c, a->string)) {
+                rc = add_ref(attrs, a->string, a);
             }
         }
-        if (rc == O2L_OK) {
-            rc = add_copy(extra, "attributes", attrs);
+        if (rc == O2L_OK && attrs->child) {
+            rc = cJSON_AddItemToObjectCS(extra, "attributes", attrs)
+                     ? O2L_OK
+                     : O2L_ENOMEM;
+            attrs = rc == O2L_OK ? NULL : attrs;
         }
     }
     if (rc == O2L_OK) {
-        rc = add_copy(extra, "resourceAttributes", c->res);
+        rc = add_ref(extra, "resourceAttributes", c->res);
     }
     if (rc == O2L_OK) {
         scope = cJSON_CreateObject();
@@ -1043,10 +1072,12 @@ static int map_ingest_metadata(struct o2l_map_ctx *c)
         rc = o2l_mu_add_str(scope, "version", c->scope->version, false);
     }
     if (rc == O2L_OK) {
-        rc = add_copy(scope, "attributes", c->scope->attrs);
+        rc = add_ref(scope, "attributes", c->scope->attrs);
     }
-    if (rc == O2L_OK) {
-        rc = add_copy(extra, "scope", scope);
+    if (rc == O2L_OK && scope->child) {
+        rc = cJSON_AddItemToObjectCS(extra, "scope", scope) ? O2L_OK
+                                                            : O2L_ENOMEM;
+        scope = rc == O2L_OK ? NULL : scope;
     }
     if (rc == O2L_OK && extra->child) {
         c->obs->ingest_metadata = extra;

@@ -39,6 +39,25 @@ bool o2l_mu_starts(const char *s, const char *prefix);
 int o2l_mu_value(const cJSON *v, bool unquote, cJSON **out);
 
 /*
+ * As o2l_mu_value for values that are only passed through (input and
+ * output): a string holding a JSON object or array becomes a cJSON raw
+ * item with the same JSON, whitespace removed, instead of a parsed tree.
+ * Checking and compacting the text is one pass with one allocation, where
+ * a tree costs an allocation per node to build, print and free.
+ */
+int o2l_mu_passthrough(const cJSON *v, bool unquote, cJSON **out);
+
+/*
+ * Turns a raw item made by o2l_mu_passthrough back into a parsed tree, for
+ * the few rules that edit a value. Other values are left alone. Returns
+ * O2L_OK or O2L_ENOMEM (then *v is unchanged).
+ */
+int o2l_mu_tree(cJSON **v);
+
+/* True for an array, or a raw item holding a JSON array. */
+bool o2l_mu_is_list(const cJSON *v);
+
+/*
  * Parses |v| when it is a JSON string (as o2l_mu_value) or duplicates it
  * when it is already an object; *out is NULL for anything else or when the
  * object is empty.

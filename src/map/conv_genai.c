@@ -329,8 +329,12 @@ int o2l_conv_genai_io_messages(struct o2l_map_ctx *c, bool output, cJSON **out)
     rc = o2l_map_io_key(
         c, output ? "gen_ai.output.messages" : "gen_ai.input.messages", false,
         out);
-    if (rc == O2L_OK && *out && !output) {
+    if (rc == O2L_OK && *out && !output &&
+        o2l_map_attr(c, "gen_ai.system_instructions")) {
         o2l_map_mark_used(c, "gen_ai.system_instructions");
+        rc = o2l_mu_tree(out);
+    }
+    if (rc == O2L_OK && *out && !output) {
         rc = o2l_conv_genai_prepend_system(
             *out, o2l_map_attr(c, "gen_ai.system_instructions"));
     }

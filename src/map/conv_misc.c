@@ -331,6 +331,12 @@ int o2l_conv_misc_io_step(struct o2l_map_ctx *c, int step, bool output,
                 return rc;
             }
         }
+        if ((step == 2 && output) || (step == 16 && !output)) {
+            rc = o2l_mu_tree(out); /* both rules below edit the value */
+            if (rc != O2L_OK) {
+                return rc;
+            }
+        }
         if (step == 2 && output && *out) {
             /* Genkit: the model's message when there is one. */
             msg = cJSON_DetachItemFromObjectCaseSensitive(*out, "message");

@@ -71,6 +71,266 @@ static cJSON *parse_whole(const char *s)
     return cJSON_ParseWithOpts(s, NULL, 1);
 }
 
+/*
+ * A checker and compactor for JSON text (RFC 8259): copies |j->p| to
+ * |j->out| without the whitespace between tokens, and fails on anything
+ * that is not JSON. Strings are copied as they are, escapes included.
+ */
+struct jscan {
+    const unsigned char *p;
+    char *out;
+    unsigned depth;
+};
+
+/* As deep as cJSON goes, so both paths accept the same documents. */
+#define JSCAN_MAX_DEPTH 1000
+
+static void jscan_ws(struct jscan *j)
+{
+    while (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r') {
+        j->p++;
+    }
+}
+
+static bool jscan_hex(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+           (c >= 'A' && c <= 'F');
+}
+
+static bool jscan_string(struct jscan *j)
+{
+    const unsigned char *start = j->p;
+
+    j->p++;
+    for (;;) {
+        unsigned char c = *j->p;
+
+        if (c == '"') {
+            break;
+        }
+        if (c < 0x20) {
+            return false; /* control characters, and the end of the text */
+        }
+        if (c == '\\') {
+            c = j->p[1];
+            if (c == 'u') {
+                for (int i = 2; i < 6; i++) {
+                    if (!jscan_hex(j->p[i])) {
+                        return false;
+                    }
+                }
+                j->p += 6;
+                continue;
+            }
+            if (!c || !strchr("\"\\/bfnrt", c)) {
+                return false;
+            }
+            j->p += 2;
+            continue;
+        }
+        j->p++;
+    }
+    j->p++;
+    memcpy(j->out, start, (size_t)(j->p - start));
+    j->out += j->p - start;
+    return true;
+}
+
+static bool jscan_digits(struct jscan *j)
+{
+    const unsigned char *start = j->p;
+
+    while (*j->p >= '0' && *j->p <= '9') {
+        j->p++;
+    }
+    return j->p > start;
+}
+
+static bool jscan_number(struct jscan *j)
+{
+    const unsigned char *start = j->p;
+
+    if (*j->p == '-') {
+        j->p++;
+    }
+    if (*j->p == '0') {
+        j->p++;
+    } else if (!jscan_digits(j)) {
+        return false;
+    }
+    if (*j->p == '.') {
+        j->p++;
+        if (!jscan_digits(j)) {
+            return false;
+        }
+    }
+    if (*j->p == 'e' || *j->p == 'E') {
+        j->p++;
+        if (*j->p == '+' || *j->p == '-') {
+            j->p++;
+        }
+        if (!jscan_digits(j)) {
+            return false;
+        }
+    }
+    memcpy(j->out, start, (size_t)(j->p - start));
+    j->out += j->p - start;
+    return true;
+}
+
+static bool jscan_literal(struct jscan *j, const char *word)
+{
+    size_t n = strlen(word);
+
+    if (strncmp((const char *)j->p, word, n) != 0) {
+        return false;
+    }
+    memcpy(j->out, word, n);
+    j->out += n;
+    j->p += n;
+    return true;
+}
+
+static bool jscan_value(struct jscan *j);
+
+/* An object or an array; |close| is '}' or ']'. */
+static bool jscan_container(struct jscan *j, char close)
+{
+    bool ok = true;
+
+    if (++j->depth > JSCAN_MAX_DEPTH) {
+        return false;
+    }
+    *j->out++ = (char)*j->p++;
+    jscan_ws(j);
+    if (*j->p == (unsigned char)close) {
+        *j->out++ = (char)*j->p++;
+        j->depth--;
+        return true;
+    }
+    for (;;) {
+        if (close == '}') {
+            if (*j->p != '"' || !jscan_string(j)) {
+                return false;
+            }
+            jscan_ws(j);
+            if (*j->p != ':') {
+                return false;
+            }
+            *j->out++ = (char)*j->p++;
+            jscan_ws(j);
+        }
+        if (!jscan_value(j)) {
+            return false;
+        }
+        jscan_ws(j);
+        if (*j->p == ',') {
+            *j->out++ = (char)*j->p++;
+            jscan_ws(j);
+            continue;
+        }
+        ok = *j->p == (unsigned char)close;
+        break;
+    }
+    if (ok) {
+        *j->out++ = (char)*j->p++;
+        j->depth--;
+    }
+    return ok;
+}
+
+static bool jscan_value(struct jscan *j)
+{
+    switch (*j->p) {
+    case '{':
+        return jscan_container(j, '}');
+    case '[':
+        return jscan_container(j, ']');
+    case '"':
+        return jscan_string(j);
+    case 't':
+        return jscan_literal(j, "true");
+    case 'f':
+        return jscan_literal(j, "false");
+    case 'n':
+        return jscan_literal(j, "null");
+    default:
+        return jscan_number(j);
+    }
+}
+
+int o2l_mu_passthrough(const cJSON *v, bool unquote, cJSON **out)
+{
+    const char *s;
+    struct jscan j;
+    char *text;
+    cJSON *raw;
+
+    *out = NULL;
+    if (!cJSON_IsString(v) || !o2l_mu_usable(v)) {
+        return o2l_mu_value(v, unquote, out);
+    }
+    s = v->valuestring;
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') {
+        s++;
+    }
+    if (*s != '{' && *s != '[') {
+        return o2l_mu_value(v, unquote, out);
+    }
+    text = o2l_malloc(strlen(s) + 1);
+    if (!text) {
+        return O2L_ENOMEM;
+    }
+    j.p = (const unsigned char *)s;
+    j.out = text;
+    j.depth = 0;
+    if (!jscan_value(&j) || (jscan_ws(&j), *j.p != '\0')) {
+        /* Not JSON (or cut short by its producer): kept as text. */
+        o2l_free(text);
+        *out = cJSON_Duplicate(v, 1);
+        return *out ? O2L_OK : O2L_ENOMEM;
+    }
+    *j.out = '\0';
+    if (strcmp(text, "{}") == 0 || strcmp(text, "[]") == 0) {
+        o2l_free(text); /* empty: not usable */
+        return O2L_OK;
+    }
+    raw = cJSON_CreateRaw("");
+    if (!raw) {
+        o2l_free(text);
+        return O2L_ENOMEM;
+    }
+    /* cJSON frees valuestring with the same allocator as o2l_free. */
+    o2l_free(raw->valuestring);
+    raw->valuestring = text;
+    *out = raw;
+    return O2L_OK;
+}
+
+int o2l_mu_tree(cJSON **v)
+{
+    cJSON *parsed;
+
+    if (!*v || !cJSON_IsRaw(*v)) {
+        return O2L_OK;
+    }
+    /* The text was checked when it was made: only memory can fail. */
+    parsed = parse_whole((*v)->valuestring);
+    if (!parsed) {
+        return O2L_ENOMEM;
+    }
+    cJSON_Delete(*v);
+    *v = parsed;
+    return O2L_OK;
+}
+
+bool o2l_mu_is_list(const cJSON *v)
+{
+    return cJSON_IsArray(v) ||
+           (cJSON_IsRaw(v) && v->valuestring && v->valuestring[0] == '[');
+}
+
 int o2l_mu_value(const cJSON *v, bool unquote, cJSON **out)
 {
     const char *s;

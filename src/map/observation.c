@@ -105,7 +105,7 @@ int o2l_map_io_key(struct o2l_map_ctx *c, const char *key, bool unquote,
 {
     int rc;
 
-    rc = o2l_mu_value(o2l_map_attr(c, key), unquote, out);
+    rc = o2l_mu_passthrough(o2l_map_attr(c, key), unquote, out);
     if (rc == O2L_OK && *out) {
         o2l_map_mark_used(c, key);
     }
@@ -399,7 +399,7 @@ static int add_tools_to_input(struct o2l_map_ctx *c)
         return O2L_ENOMEM;
     }
     if (input) {
-        rc = o2l_mu_add(wrap, cJSON_IsArray(input) ? "messages" : "prompt",
+        rc = o2l_mu_add(wrap, o2l_mu_is_list(input) ? "messages" : "prompt",
                         input, false);
         c->obs->input = NULL;
     }

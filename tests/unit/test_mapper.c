@@ -1222,6 +1222,66 @@ static void test_mapper_empty_export(void **state)
     done(m, ex);
 }
 
+/* Input and output JSON is checked and compacted, never re-parsed. */
+static void test_mapper_passthrough_json_text(void **state)
+{
+    static const struct {
+        const char *in;
+        const char *want; /* NULL: left out; "=": kept as the text */
+    } cases[] = {
+        {" { \"a\" : [1, 2.50, -0e+3, true, null] ,\"b\":\"x y\\n\\u00e9\"} ",
+         "{\"a\":[1,2.50,-0e+3,true,null],\"b\":\"x y\\n\\u00e9\"}"},
+        {"[12345678901234567890]", "[12345678901234567890]"},
+        {"{}", NULL},
+        {" [ ] ", NULL},
+        {"{\"a\":", "="},
+        {"[1,]", "="},
+        {"{\"a\":01}", "="},
+        {"[\"\\x\"]", "="},
+        {"[1] tail", "="},
+        {"plain text", "="},
+    };
+    char deep[2201];
+    cJSON *v, *out;
+
+    (void)state;
+    for (size_t i = 0; i < O2L_ARRAY_LEN(cases); i++) {
+        v = cJSON_CreateString(cases[i].in);
+        assert_int_equal(o2l_mu_passthrough(v, false, &out), O2L_OK);
+        if (!cases[i].want) {
+            assert_null(out);
+        } else if (strcmp(cases[i].want, "=") == 0) {
+            assert_true(cJSON_IsString(out));
+            assert_string_equal(out->valuestring, cases[i].in);
+        } else {
+            assert_true(cJSON_IsRaw(out));
+            assert_string_equal(out->valuestring, cases[i].want);
+        }
+        cJSON_Delete(out);
+        cJSON_Delete(v);
+    }
+
+    /* Nesting past cJSON's own limit stays text rather than recursing. */
+    memset(deep, '[', 1100);
+    memset(deep + 1100, ']', 1100);
+    deep[2200] = '\0';
+    v = cJSON_CreateString(deep);
+    assert_int_equal(o2l_mu_passthrough(v, false, &out), O2L_OK);
+    assert_true(cJSON_IsString(out));
+    cJSON_Delete(out);
+    cJSON_Delete(v);
+
+    /* An edited value becomes a tree again. */
+    v = cJSON_CreateString("[{\"role\":\"user\"}]");
+    assert_int_equal(o2l_mu_passthrough(v, false, &out), O2L_OK);
+    assert_true(o2l_mu_is_list(out));
+    assert_int_equal(o2l_mu_tree(&out), O2L_OK);
+    assert_true(cJSON_IsArray(out));
+    assert_string_equal(out->child->child->valuestring, "user");
+    cJSON_Delete(out);
+    cJSON_Delete(v);
+}
+
 static void test_mapper_survives_allocation_failures(void **state)
 {
     struct o2l_export *ex = langgraph_export();
@@ -1281,6 +1341,7 @@ int main(void)
         cmocka_unit_test(test_mapper_sha256),
         cmocka_unit_test(test_mapper_iso_times),
         cmocka_unit_test(test_mapper_empty_export),
+        cmocka_unit_test(test_mapper_passthrough_json_text),
         cmocka_unit_test(test_mapper_survives_allocation_failures),
     };
 

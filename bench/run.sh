@@ -1,0 +1,502 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# run.sh - end-to-end benchmark of the OTLP/HTTP path:
+#
+#   wrk (core 1) --POST /v1/traces--> otel2langfuse serve (core 0)
+#       --POST /api/public/ingestion--> sink.mjs (core 1)
+#
+# For each case it measures the spans/s the daemon acknowledged (200s only),
+# the events/s that actually reached the sink, MB/s in and out, the daemon's
+# CPU use and its peak RSS (VmHWM), then prints a table and the ratio to the
+# targets (>= 40,000 LLM-sized spans/s end to end on one core, peak RSS
+# < 64 MB). It never fails on figures: it exits non-zero only when it could
+# not run.
+#
+# Usage: bench/run.sh [options]
+#   --duration S      seconds of load per case (default 15)
+#   --connections N   wrk connections (default 4)
+#   --repeat N        run every case N times (default 1); the target lines
+#                     use the median end-to-end rate of a case
+#   --cases LIST      comma-separated among small,small-gzip,llm,llm-gzip
+#                     (default: all four)
+#   --batch-max-events N   O2L_BATCH_MAX_EVENTS of the daemon (default 500)
+#   --queue-max-events N   O2L_QUEUE_MAX_EVENTS (default 1000000)
+#   --queue-max-bytes N    O2L_QUEUE_MAX_BYTES (default 1073741824)
+#   --drain-max S     longest wait for the sink to stop growing (default 60)
+#   --env NAME=VALUE  one more environment variable for the daemon (repeatable)
+#   --perf            profile the daemon during the llm case (perf record,
+#                     DWARF call graphs), or where perf cannot record, callgrind on
+#                     `otel2langfuse convert` of the LLM fixture
+#   --callgrind       skip perf; callgrind of `convert` on the LLM fixture
+#   --no-build        use the existing build-bench/otel2langfuse
+#   --keep            keep the work directory (logs, perf data)
+#   --port N          first of the two loopback ports used (default 18480)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+build="$repo/build-bench"
+bin="$build/otel2langfuse"
+
+duration=15
+connections=4
+cases="small,small-gzip,llm,llm-gzip"
+batch_max_events=500
+queue_max_events=1000000
+queue_max_bytes=1073741824
+drain_max=60
+do_perf=0
+repeat=1
+run_index=1
+extra_env=()
+force_cg=0
+do_build=1
+keep=0
+port=18480
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --duration) duration="$2"; shift 2 ;;
+    --connections) connections="$2"; shift 2 ;;
+    --cases) cases="$2"; shift 2 ;;
+    --batch-max-events) batch_max_events="$2"; shift 2 ;;
+    --queue-max-events) queue_max_events="$2"; shift 2 ;;
+    --queue-max-bytes) queue_max_bytes="$2"; shift 2 ;;
+    --drain-max) drain_max="$2"; shift 2 ;;
+    --repeat) repeat="$2"; shift 2 ;;
+    --env) extra_env+=("$2"); shift 2 ;;
+    --perf) do_perf=1; shift ;;
+    --callgrind) do_perf=1; force_cg=1; shift ;;
+    --no-build) do_build=0; shift ;;
+    --keep) keep=1; shift ;;
+    --port) port="$2"; shift 2 ;;
+    -h | --help) sed -n '3,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+for n in "$duration" "$repeat" "$connections" "$batch_max_events" "$queue_max_events" \
+    "$queue_max_bytes" "$drain_max" "$port"; do
+    case "$n" in
+    '' | *[!0-9]*) echo "run.sh: expected a whole number, got '$n'" >&2; exit 2 ;;
+    esac
+done
+if [ "$duration" -lt 1 ] || [ "$duration" -gt 600 ]; then
+    echo "run.sh: --duration must be 1..600" >&2
+    exit 2
+fi
+
+daemon_port=$port
+sink_port=$((port + 1))
+work="$(mktemp -d /tmp/o2l-bench.XXXXXX)"
+sink_pid=""
+daemon_pid=""
+perf_pid=""
+wrk_pid=""
+
+cleanup() {
+    for p in $wrk_pid $perf_pid $daemon_pid $sink_pid; do
+        if kill -0 "$p" 2>/dev/null; then
+            kill -TERM "$p" 2>/dev/null || true
+        fi
+    done
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        alive=0
+        for p in $wrk_pid $perf_pid $daemon_pid $sink_pid; do
+            kill -0 "$p" 2>/dev/null && alive=1
+        done
+        [ "$alive" = 0 ] && break
+        sleep 0.5
+    done
+    for p in $wrk_pid $perf_pid $daemon_pid $sink_pid; do
+        kill -KILL "$p" 2>/dev/null || true
+    done
+    if [ "$keep" = 1 ]; then
+        echo "work directory kept: $work"
+    else
+        rm -rf "$work"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '== %s\n' "$*" >&2; }
+now_ms() { date +%s%3N; }
+
+# --- tools ------------------------------------------------------------------
+need_pkgs=()
+command -v wrk >/dev/null 2>&1 || need_pkgs+=(wrk)
+command -v perf >/dev/null 2>&1 || need_pkgs+=(linux-perf)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+command -v taskset >/dev/null 2>&1 || need_pkgs+=(util-linux)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "run.sh: missing ${need_pkgs[*]}; install them (as root: apt-get install ${need_pkgs[*]})" >&2
+        exit 1
+    fi
+    log "installing ${need_pkgs[*]}"
+    apt-get install -y -q "${need_pkgs[@]}" >"$work/apt.log" 2>&1 ||
+        { apt-get update -q >>"$work/apt.log" 2>&1 &&
+            apt-get install -y -q "${need_pkgs[@]}" >>"$work/apt.log" 2>&1; } ||
+        { echo "run.sh: apt-get install ${need_pkgs[*]} failed, see $work/apt.log" >&2; keep=1; exit 1; }
+fi
+command -v node >/dev/null 2>&1 || { echo "run.sh: node (20+) is needed for the sink" >&2; exit 1; }
+command -v wrk >/dev/null 2>&1 || { echo "run.sh: wrk is not installed" >&2; exit 1; }
+
+ncpu="$(nproc)"
+if [ "$ncpu" -lt 2 ]; then
+    echo "run.sh: needs 2 cores (daemon on core 0, wrk and sink on core 1)" >&2
+    exit 1
+fi
+
+# --- build ------------------------------------------------------------------
+if [ "$do_build" = 1 ]; then
+    log "building $bin (Release, no sanitizers)"
+    if ! { cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release \
+        -DO2L_BUILD_TESTS=OFF >"$work/build.log" 2>&1 &&
+        cmake --build "$build" -j2 >>"$work/build.log" 2>&1; }; then
+        tail -n 30 "$work/build.log" >&2
+        echo "run.sh: build failed" >&2
+        exit 1
+    fi
+fi
+[ -x "$bin" ] || { echo "run.sh: $bin is missing (drop --no-build)" >&2; exit 1; }
+
+# --- fixtures ---------------------------------------------------------------
+small_pb="$here/data/small_100.pb"
+llm_pb="$here/data/langgraph_openinference_512.pb"
+if [ ! -f "$small_pb" ]; then
+    log "generating $small_pb"
+    node "$here/gen_small.mjs" --spans 100 --out "$small_pb" >&2
+fi
+[ -f "$llm_pb" ] || { echo "run.sh: $llm_pb is missing" >&2; exit 1; }
+gzip -9 -c "$small_pb" >"$work/small_100.pb.gz"
+gzip -9 -c "$llm_pb" >"$work/llm_512.pb.gz"
+
+# The number of events one request becomes, counted on `convert` output
+# with the marker the sink counts.
+events_of() {
+    local n
+    n="$("$bin" convert "$1" 2>"$work/convert.err" | grep -o -- '-create","timestamp":"' | wc -l)" || true
+    if [ -z "$n" ] || [ "$n" -eq 0 ]; then
+        echo "run.sh: '$bin convert $1' produced no events:" >&2
+        cat "$work/convert.err" >&2
+        return 1
+    fi
+    echo "$n"
+}
+small_events="$(events_of "$small_pb")"
+llm_events="$(events_of "$llm_pb")"
+small_spans=100
+llm_spans=512
+
+# --- sink -------------------------------------------------------------------
+json_num() { # json_num KEY JSON -> the number at "KEY":<number>
+    printf '%s' "$2" | grep -o "\"$1\":[0-9.eE+-]*" | head -n 1 | cut -d: -f2
+}
+sink_stats() { curl -s --max-time 5 "http://127.0.0.1:$sink_port/stats"; }
+
+log "starting the sink on 127.0.0.1:$sink_port (core 1)"
+taskset -c 1 node "$here/sink.mjs" --port "$sink_port" \
+    --max-seconds $((duration * 8 + drain_max * 4 + 600)) >"$work/sink.log" 2>&1 &
+sink_pid=$!
+for _ in $(seq 1 50); do
+    grep -q 'sink listening' "$work/sink.log" 2>/dev/null && break
+    kill -0 "$sink_pid" 2>/dev/null || break
+    sleep 0.1
+done
+grep -q 'sink listening' "$work/sink.log" ||
+    { cat "$work/sink.log" >&2; echo "run.sh: the sink did not start" >&2; exit 1; }
+
+clk_tck="$(getconf CLK_TCK)"
+core0_ticks() { # "idle steal total" of core 0 from /proc/stat, in clock ticks
+    awk '$1 == "cpu0" { t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, $9, t }' /proc/stat
+}
+cpu_ticks() { # utime + stime of a pid, in clock ticks
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+results="$work/results.txt"
+: >"$results"
+
+# run_case NAME FILE ENCODING SPANS EVENTS
+run_case() {
+    local name="$1" file="$2" enc="$3" spans="$4" events="$5"
+    local body_bytes dlog wlog s0 s1 s2 t0 t1 c0 c1 c2 k0 k1 wrkline
+    body_bytes="$(stat -c %s "$file")"
+    dlog="$work/daemon-$name.log"
+    wlog="$work/wrk-$name.log"
+
+    log "case $name (run $run_index of $repeat): $spans spans/request, $events events/request, body $body_bytes bytes${enc:+ ($enc)}"
+    env -i PATH="$PATH" \
+        LANGFUSE_PUBLIC_KEY=pk-lf-bench LANGFUSE_SECRET_KEY=sk-lf-bench \
+        LANGFUSE_BASE_URL="http://127.0.0.1:$sink_port" \
+        O2L_HTTP_LISTEN="127.0.0.1:$daemon_port" O2L_LOG_LEVEL=warn \
+        O2L_QUEUE_MAX_EVENTS="$queue_max_events" \
+        O2L_QUEUE_MAX_BYTES="$queue_max_bytes" \
+        O2L_BATCH_MAX_EVENTS="$batch_max_events" ${extra_env[@]+"${extra_env[@]}"} \
+        taskset -c 0 "$bin" serve >"$dlog" 2>&1 &
+    daemon_pid=$!
+    local ready=0
+    for _ in $(seq 1 100); do
+        kill -0 "$daemon_pid" 2>/dev/null || break
+        if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$daemon_port/"; then
+            ready=1
+            break
+        fi
+        sleep 0.1
+    done
+    if [ "$ready" != 1 ]; then
+        tail -n 20 "$dlog" >&2
+        echo "run.sh: the daemon did not start listening on 127.0.0.1:$daemon_port" >&2
+        exit 1
+    fi
+
+    if [ "$do_perf" = 1 ] && [ "$force_cg" = 0 ] && [ "$name" = llm ] &&
+        [ "$run_index" = 1 ]; then
+        perf record -F 499 --call-graph dwarf,32768 -p "$daemon_pid" -o "$work/perf.data" \
+            -- sleep "$duration" >"$work/perf-record.log" 2>&1 &
+        perf_pid=$!
+    fi
+
+    s0="$(sink_stats)"
+    c0="$(cpu_ticks "$daemon_pid")"
+    k0="$(core0_ticks)"
+    t0="$(now_ms)"
+    # in the background so that a signal to this script is handled at once
+    timeout $((duration + 30)) taskset -c 1 wrk -t1 -c"$connections" \
+        -d"${duration}s" --timeout 10s -s "$here/wrk/post_body.lua" \
+        "http://127.0.0.1:$daemon_port" -- "$file" "$enc" >"$wlog" 2>&1 &
+    wrk_pid=$!
+    wait "$wrk_pid" || true
+    wrk_pid=""
+    t1="$(now_ms)"
+    c1="$(cpu_ticks "$daemon_pid")"
+    k1="$(core0_ticks)"
+    s1="$(sink_stats)"
+    wrkline="$(grep '^o2l-wrk ' "$wlog" | head -n 1 | cut -d' ' -f2-)"
+    if [ -z "$wrkline" ]; then
+        cat "$wlog" >&2
+        echo "run.sh: wrk printed no result for $name" >&2
+        exit 1
+    fi
+
+    # wait (bounded) until the sink count stops growing for 3 s
+    local last stable=0 e deadline
+    last="$(json_num events "$s1")"
+    deadline=$(($(now_ms) + drain_max * 1000))
+    while [ "$(now_ms)" -lt "$deadline" ] && [ "$stable" -lt 6 ]; do
+        sleep 0.5
+        e="$(json_num events "$(sink_stats)")"
+        if [ "$e" = "$last" ]; then
+            stable=$((stable + 1))
+        else
+            stable=0
+            last="$e"
+        fi
+    done
+    s2="$(sink_stats)"
+    c2="$(cpu_ticks "$daemon_pid")"
+
+    local hwm
+    hwm="$(awk '/^VmHWM:/ { print $2 }' "/proc/$daemon_pid/status" 2>/dev/null || echo 0)"
+    if [ -n "$perf_pid" ]; then
+        wait "$perf_pid" 2>/dev/null || true
+        perf_pid=""
+    fi
+    kill -TERM "$daemon_pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do
+        kill -0 "$daemon_pid" 2>/dev/null || break
+        sleep 0.25
+    done
+    if kill -0 "$daemon_pid" 2>/dev/null; then
+        log "daemon did not stop within 15 s of SIGTERM; killing it"
+        kill -KILL "$daemon_pid" 2>/dev/null || true
+    fi
+    local drc=0
+    wait "$daemon_pid" 2>/dev/null || drc=$?
+    daemon_pid=""
+
+    local wdur n200 n503 nother lat50 lat99
+    wdur="$(json_num duration_us "$wrkline")"
+    n200="$(json_num status_200 "$wrkline")"
+    n503="$(json_num status_503 "$wrkline")"
+    nother="$(json_num status_other "$wrkline")"
+    lat50="$(json_num latency_p50_us "$wrkline")"
+    lat99="$(json_num latency_p99_us "$wrkline")"
+    local ev0 ev1 ev2 by0 by2 last_ms cpu0 cpu1
+    ev0="$(json_num events "$s0")"
+    ev1="$(json_num events "$s1")"
+    ev2="$(json_num events "$s2")"
+    by0="$(json_num bytes "$s0")"
+    by2="$(json_num bytes "$s2")"
+    last_ms="$(json_num last_ms "$s2")"
+    cpu0="$(awk -v a="$(json_num cpu_user_ms "$s0")" -v b="$(json_num cpu_system_ms "$s0")" 'BEGIN { print a + b }')"
+    cpu1="$(awk -v a="$(json_num cpu_user_ms "$s1")" -v b="$(json_num cpu_system_ms "$s1")" 'BEGIN { print a + b }')"
+
+    awk -v name="$name" -v spans="$spans" -v events="$events" \
+        -v body="$body_bytes" -v wdur="$wdur" -v n200="$n200" -v n503="$n503" \
+        -v nother="$nother" -v ev0="$ev0" -v ev1="$ev1" -v ev2="$ev2" \
+        -v by0="$by0" -v by2="$by2" -v t0="$t0" -v t1="$t1" -v last="$last_ms" \
+        -v c0="$c0" -v c1="$c1" -v tck="$clk_tck" -v hwm="$hwm" \
+        -v scpu0="$cpu0" -v scpu1="$cpu1" -v lat50="$lat50" -v lat99="$lat99" \
+        -v drc="$drc" -v k0="$k0" -v k1="$k1" -v c2="$c2" '
+    BEGIN {
+        secs = wdur / 1e6
+        acked = n200 * spans / secs
+        delivered = ev2 - ev0
+        expected = n200 * events
+        # end to end: from the start of the load to the last event that
+        # reached the sink, the whole backlog included
+        e2e_secs = (last > t0 ? last - t0 : t1 - t0) / 1000
+        e2e_events = delivered / e2e_secs
+        e2e_spans = e2e_events * spans / events
+        in_window = (ev1 - ev0) / ((t1 - t0) / 1000)
+        mb_in = n200 * body / secs / 1e6
+        mb_out = (by2 - by0) / e2e_secs / 1e6
+        cpu = (c1 - c0) / tck / ((t1 - t0) / 1000) * 100
+        scpu = (scpu1 - scpu0) / (t1 - t0) * 100
+        split(k0, ka, " ")
+        split(k1, kb, " ")
+        ktot = kb[3] - ka[3]
+        idle = ktot > 0 ? (kb[1] - ka[1]) / ktot * 100 : 0
+        steal = ktot > 0 ? (kb[2] - ka[2]) / ktot * 100 : 0
+        # spans delivered per CPU-second the daemon used from the start of
+        # the load to the end of the drain: what one whole core would do
+        per_cpu = c2 > c0 ? delivered * spans / events / ((c2 - c0) / tck) : 0
+        printf "%s %d %d %d %.0f %.0f %.0f %.0f %d %d %.1f %.1f %.0f %.0f %.1f %d %.1f %.1f %d %.0f %.0f %.0f\n",
+            name, n200, n503, nother, acked, e2e_spans, e2e_events, in_window,
+            delivered, expected, mb_in, mb_out, cpu, scpu, hwm / 1024,
+            lat99 / 1000, lat50 / 1000, e2e_secs, drc, idle, steal, per_cpu
+    }' >>"$results"
+}
+
+IFS=',' read -r -a case_list <<<"$cases"
+for c in "${case_list[@]}"; do
+    case "$c" in
+    small | small-gzip | llm | llm-gzip) ;;
+    *) echo "run.sh: unknown case $c" >&2; exit 2 ;;
+    esac
+done
+for r in $(seq 1 "$repeat"); do
+    run_index=$r
+    for c in "${case_list[@]}"; do
+        case "$c" in
+        small) run_case small "$small_pb" "" "$small_spans" "$small_events" ;;
+        small-gzip) run_case small-gzip "$work/small_100.pb.gz" gzip "$small_spans" "$small_events" ;;
+        llm) run_case llm "$llm_pb" "" "$llm_spans" "$llm_events" ;;
+        llm-gzip) run_case llm-gzip "$work/llm_512.pb.gz" gzip "$llm_spans" "$llm_events" ;;
+        esac
+    done
+done
+
+# --- report -----------------------------------------------------------------
+echo
+echo "otel2langfuse OTLP/HTTP benchmark - $(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown) $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "daemon pinned to core 0 (taskset -c 0); wrk -t1 -c$connections and the sink on core 1; ${duration}s of load per case"
+echo "daemon: O2L_BATCH_MAX_EVENTS=$batch_max_events O2L_QUEUE_MAX_EVENTS=$queue_max_events O2L_QUEUE_MAX_BYTES=$queue_max_bytes ${extra_env[*]+${extra_env[*]}}"
+echo
+awk 'BEGIN {
+    printf "%-10s %6s %4s %5s %8s %8s %8s %9s %9s %9s %9s %6s %6s %5s %5s %5s %5s %7s %6s %6s\n",
+        "case", "200s", "503s", "other", "acked", "e2e", "e2e", "events/s", "spans per", "delivered", "expected",
+        "MB/s", "MB/s", "cpu%", "idle%", "steal", "sink", "peakRSS", "p50", "p99"
+    printf "%-10s %6s %4s %5s %8s %8s %8s %9s %9s %9s %9s %6s %6s %5s %5s %5s %5s %7s %6s %6s\n",
+        "", "", "", "", "spans/s", "spans/s", "events/s", "in window", "cpu-sec", "events", "events",
+        "in", "out", "", "core0", "core0", "cpu%", "MB", "ms", "ms"
+}
+{
+    printf "%-10s %6d %4d %5d %8d %8d %8d %9d %9d %9d %9d %6.1f %6.1f %5d %5d %5d %5d %7.1f %6.1f %6d\n",
+        $1, $2, $3, $4, $5, $6, $7, $8, $22, $9, $10, $11, $12, $13, $20, $21, $14, $15, $17, $16
+}' "$results"
+echo
+echo "cpu%: the daemon (all its threads) over the load window; idle%/steal: core 0 idle and"
+echo "taken by the hypervisor over that window; sink cpu%: the sink on core 1; spans per"
+echo "cpu-sec: spans delivered per CPU-second the daemon used (load + drain), i.e. what one"
+echo "core wholly given to the daemon would carry."
+echo
+echo "acked spans/s: 200 answers x spans per request / wrk time; e2e: events that reached"
+echo "the sink / (last arrival - start of load), spans/s = that x spans/events per request."
+echo
+awk '{ n[$1]++; e2e[$1, n[$1]] = $6; if ($15 > rss[$1]) rss[$1] = $15; if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }
+END {
+    for (i = 1; i <= k; i++) {
+        c = order[i]
+        # median of the runs of this case (insertion sort; a few runs)
+        m = n[c]
+        for (a = 1; a <= m; a++) v[a] = e2e[c, a]
+        for (a = 2; a <= m; a++) { x = v[a]; for (b = a - 1; b >= 1 && v[b] > x; b--) v[b + 1] = v[b]; v[b + 1] = x }
+        med = (m % 2) ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
+        if (c ~ /^llm/)
+            printf "target %-10s e2e %6d LLM-sized spans/s vs 40000: %.2fx   peak RSS %.1f MB vs 64 MB: %s\n",
+                c, med, med / 40000, rss[c], (rss[c] < 64 ? "under" : "OVER")
+        else
+            printf "       %-10s e2e %6d small spans/s (no target)          peak RSS %.1f MB vs 64 MB: %s\n",
+                c, med, rss[c], (rss[c] < 64 ? "under" : "OVER")
+    }
+}' "$results"
+awk '$9 < $10 {
+    printf "note: %s: the sink received %d events, fewer than the %d expected from the 200s\n", $1, $9, $10
+}
+$9 > $10 + conns * $10 / ($2 > 0 ? $2 : 1) {
+    printf "note: %s: the sink received %d events, more than the %d expected from the 200s and the requests in flight at the stop\n", $1, $9, $10
+}
+$19 != 0 {
+    printf "note: %s: the daemon exited with status %d after SIGTERM\n", $1, $19
+}' conns="$connections" "$results"
+echo "(the sink may count up to $connections requests more than the 200s: those in flight when wrk stopped)"
+
+# --- profile ----------------------------------------------------------------
+# Splits perf samples by pipeline stage: each sample goes to the innermost
+# frame of its call chain that is one of the stage entry points below.
+stage_split() {
+    awk '
+    BEGIN {
+        n = split("o2l_otlp_decode_pb:decode o2l_otlp_decode_json:decode " \
+            "inflate:gunzip o2l_map_export:map o2l_mapped_free:free-model " \
+            "o2l_encode_ingestion:encode o2l_exporter_submit:queue " \
+            "o2l_export_free:free-request worker_main:export-thread " \
+            "on_request:receive-other event_base_loop:libevent-io", a, " ")
+        for (i = 1; i <= n; i++) { split(a[i], kv, ":"); stage[kv[1]] = kv[2] }
+    }
+    function flush() { total++; cnt[got == "" ? "other" : got]++; got = "" }
+    /^[^\t]/ { if (open) flush(); open = 1; got = ""; next }
+    /^\t/ {
+        if (got == "") { f = $2; sub(/\+0x.*/, "", f); if (f in stage) got = stage[f] }
+        next
+    }
+    /^$/ { if (open) flush(); open = 0 }
+    END {
+        if (open) flush()
+        for (k in cnt) printf "  %5.1f%%  %s\n", 100 * cnt[k] / total, k
+    }' | sort -rn
+}
+
+if [ "$do_perf" = 1 ]; then
+    echo
+    if [ "$force_cg" = 0 ] && [ -s "$work/perf.data" ] &&
+        perf report -i "$work/perf.data" --stdio --no-children --sort dso,symbol \
+            -g none --percent-limit 0.7 >"$work/perf.txt" 2>"$work/perf-report.err"; then
+        echo "perf, daemon during the llm case: share of samples by stage"
+        perf script -i "$work/perf.data" -F tid,ip,sym 2>/dev/null | stage_split
+        echo
+        echo "perf, daemon during the llm case: self time by function (top entries)"
+        grep -v '^#' "$work/perf.txt" | grep -v '^$' | sed 's/[ -]*$//' | head -n 30
+        echo
+        echo "(perf data: $work/perf.data; see the README for the caller views)"
+    else
+        if [ "$force_cg" = 0 ]; then
+            echo "perf could not record the daemon ($(tail -n 1 "$work/perf-record.log" 2>/dev/null));"
+        fi
+        echo "callgrind of 'otel2langfuse convert' on the LLM fixture instead:"
+        if ! command -v valgrind >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+            apt-get install -y -q valgrind >>"$work/apt.log" 2>&1 || true
+        fi
+        if command -v valgrind >/dev/null 2>&1; then
+            timeout 600 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
+                "$bin" convert "$llm_pb" >/dev/null 2>"$work/callgrind.log" || true
+            callgrind_annotate "$work/callgrind.out" 2>/dev/null | head -n 45
+        else
+            echo "valgrind is not installed"
+        fi
+    fi
+fi

@@ -65,9 +65,17 @@ int o2l_exporter_start(struct o2l_exporter *ex);
 /*
  * Queues every event of |events|. On O2L_OK the exporter owns them and
  * |events| is left empty; on O2L_EFULL (queue bounds) or O2L_ESTOPPED
- * nothing is taken and the caller keeps |events|.
+ * nothing is taken and the caller keeps |events|. An empty queue takes
+ * any number of events, so no request is too large to ever fit.
  */
 int o2l_exporter_submit(struct o2l_exporter *ex, struct o2l_event_list *events);
+
+/*
+ * True while the queue has room and the exporter is not stopping: a cheap
+ * check receivers make before decoding, so that load they must refuse
+ * costs little.
+ */
+bool o2l_exporter_accepting(struct o2l_exporter *ex);
 
 /*
  * Stops accepting, sends what is queued for at most the configured

@@ -9,6 +9,8 @@
 #ifndef O2L_PIPELINE_H
 #define O2L_PIPELINE_H
 
+#include <stdbool.h>
+
 #include "o2l/encode.h"
 #include "o2l/exporter.h"
 #include "o2l/mapper.h"
@@ -26,6 +28,9 @@ struct o2l_pipeline {
 int o2l_pipeline_encode(const struct o2l_pipeline *p,
                         const struct o2l_export *ex,
                         struct o2l_event_list *out);
+
+/* True when a submit has a chance: the exporter's queue has room. */
+bool o2l_pipeline_accepting(struct o2l_pipeline *p);
 
 /*
  * Maps, encodes and queues |ex| for export. Returns O2L_OK once the

@@ -10,6 +10,7 @@
 #include <yaml.h>
 
 #include "o2l/common.h"
+#include "o2l/exporter.h"
 
 enum setting_kind {
     KIND_STRING,
@@ -282,19 +283,22 @@ int o2l_config_defaults(struct o2l_config *cfg)
          "GraphInterrupt,NodeInterrupt,GraphBubbleUp,ParentCommand,Command"},
         {"mapping.trace_id_attribute", "langfuse.trace.id"},
     };
+    struct o2l_exporter_config ec;
     char err[256];
 
     memset(cfg, 0, sizeof(*cfg));
     cfg->http_max_body_bytes = 64 * MIB;
-    cfg->flush_interval_ms = 1000;
-    cfg->batch_max_events = 500;
-    cfg->batch_max_bytes = 3500000;
-    cfg->queue_max_events = 100000;
-    cfg->queue_max_bytes = 256 * MIB;
-    cfg->request_timeout_ms = 30000;
-    cfg->retry_initial_ms = 500;
-    cfg->retry_max_ms = 30000;
-    cfg->shutdown_timeout_ms = 10000;
+    /* The exporter owns its defaults; the settings start from them. */
+    o2l_exporter_config_defaults(&ec);
+    cfg->flush_interval_ms = ec.flush_interval_ms;
+    cfg->batch_max_events = ec.batch_max_events;
+    cfg->batch_max_bytes = ec.batch_max_bytes;
+    cfg->queue_max_events = ec.queue_max_events;
+    cfg->queue_max_bytes = ec.queue_max_bytes;
+    cfg->request_timeout_ms = ec.request_timeout_ms;
+    cfg->retry_initial_ms = ec.retry_initial_ms;
+    cfg->retry_max_ms = ec.retry_max_ms;
+    cfg->shutdown_timeout_ms = ec.shutdown_timeout_ms;
     cfg->session_from_thread_id = true;
     cfg->max_flattened_slots = 10000;
     for (size_t i = 0; i < O2L_ARRAY_LEN(strings); i++) {

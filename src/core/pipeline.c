@@ -21,6 +21,11 @@ out:
     return rc;
 }
 
+bool o2l_pipeline_accepting(struct o2l_pipeline *p)
+{
+    return o2l_exporter_accepting(p->exporter);
+}
+
 int o2l_pipeline_submit(struct o2l_pipeline *p, const struct o2l_export *ex)
 {
     struct o2l_event_list events = {0};

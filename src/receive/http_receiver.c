@@ -113,6 +113,15 @@ static void send_status(struct evhttp_request *req, int status,
     o2l_free(body);
 }
 
+/* 503 with Retry-After: the client should send the same request later. */
+static void send_unavailable(struct evhttp_request *req,
+                             enum o2l_otlp_format fmt, const char *message)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                      QUEUE_FULL_RETRY_AFTER);
+    send_status(req, HTTP_STATUS_UNAVAILABLE, fmt, RPC_UNAVAILABLE, message);
+}
+
 static const char *peer_of(struct evhttp_request *req, char *buf, size_t len)
 {
     struct evhttp_connection *conn = evhttp_request_get_connection(req);
@@ -269,11 +278,10 @@ static void handle_export(struct o2l_http_receiver *r,
         if (rc == O2L_EFULL || rc == O2L_ESTOPPED) {
             o2l_log_warn(r->log, "http", "peer=%s spans=%zu answered 503: %s",
                          peer, ex->n_spans, o2l_strerror(rc));
-            evhttp_add_header(evhttp_request_get_output_headers(req),
-                              "Retry-After", QUEUE_FULL_RETRY_AFTER);
-            send_status(req, HTTP_STATUS_UNAVAILABLE, fmt, RPC_UNAVAILABLE,
-                        rc == O2L_EFULL ? "export queue is full, retry later"
-                                        : "shutting down, retry later");
+            send_unavailable(req, fmt,
+                             rc == O2L_EFULL
+                                 ? "export queue is full, retry later"
+                                 : "shutting down, retry later");
             goto out;
         }
         if (rc != O2L_OK) {
@@ -293,10 +301,7 @@ static void handle_export(struct o2l_http_receiver *r,
 fail:
     o2l_log_error(r->log, "http", "peer=%s request failed: %s", peer,
                   o2l_strerror(rc));
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
-                      QUEUE_FULL_RETRY_AFTER);
-    send_status(req, HTTP_STATUS_UNAVAILABLE, fmt, RPC_UNAVAILABLE,
-                "temporarily out of resources, retry later");
+    send_unavailable(req, fmt, "temporarily out of resources, retry later");
 out:
     o2l_free(resp);
     o2l_export_free(ex);
@@ -344,11 +349,17 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
 
+    /* Refuse before decoding: load that must be shed should cost little. */
+    if (!o2l_pipeline_accepting(r->pipeline)) {
+        o2l_log_debug(r->log, "http", "peer=%s answered 503: queue full", peer);
+        send_unavailable(req, fmt, "export queue is full, retry later");
+        return;
+    }
+
     len = evbuffer_get_length(body);
     data = len ? evbuffer_pullup(body, -1) : (const unsigned char *)"";
     if (len > 0 && !data) {
-        send_status(req, HTTP_STATUS_UNAVAILABLE, fmt, RPC_UNAVAILABLE,
-                    "temporarily out of memory, retry later");
+        send_unavailable(req, fmt, "temporarily out of memory, retry later");
         return;
     }
     if (encoding && strcasecmp(encoding, "gzip") != 0 &&
@@ -370,24 +381,24 @@ static void on_request(struct evhttp_request *req, void *arg)
             snprintf(msg, sizeof(msg),
                      "body larger than %zu bytes after decompression",
                      r->max_body_bytes);
-            o2l_log_warn(r->log, "http", "peer=%s rejected bytes=%zu: %s",
-                         peer, len, msg);
-            send_status(req, HTTP_STATUS_TOO_LARGE, fmt,
-                        RPC_RESOURCE_EXHAUSTED, msg);
+            o2l_log_warn(r->log, "http", "peer=%s rejected bytes=%zu: %s", peer,
+                         len, msg);
+            send_status(req, HTTP_STATUS_TOO_LARGE, fmt, RPC_RESOURCE_EXHAUSTED,
+                        msg);
             return;
         }
         if (rc == O2L_EPARSE) {
             snprintf(msg, sizeof(msg), "body is not valid %.16s data",
                      encoding);
-            o2l_log_warn(r->log, "http", "peer=%s rejected bytes=%zu: %s",
-                         peer, len, msg);
-            send_status(req, HTTP_STATUS_BAD_REQUEST, fmt,
-                        RPC_INVALID_ARGUMENT, msg);
+            o2l_log_warn(r->log, "http", "peer=%s rejected bytes=%zu: %s", peer,
+                         len, msg);
+            send_status(req, HTTP_STATUS_BAD_REQUEST, fmt, RPC_INVALID_ARGUMENT,
+                        msg);
             return;
         }
         if (rc != O2L_OK) {
-            send_status(req, HTTP_STATUS_UNAVAILABLE, fmt, RPC_UNAVAILABLE,
-                        "temporarily out of memory, retry later");
+            send_unavailable(req, fmt,
+                             "temporarily out of memory, retry later");
             return;
         }
         data = inflated;

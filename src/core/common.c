@@ -155,6 +155,15 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
     *y = (int64_t)yoe + era * 400 + (*m <= 2);
 }
 
+/* Writes |v| as exactly |width| decimal digits at |p|. */
+static void put_digits(char *p, unsigned v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        p[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
 char *o2l_iso_time(uint64_t ns, char *out)
 {
     uint64_t secs = ns / 1000000000u;
@@ -163,10 +172,19 @@ char *o2l_iso_time(uint64_t ns, char *out)
     int64_t year;
     unsigned month, day;
 
+    /*
+     * By hand rather than with snprintf: every event carries several
+     * timestamps. A uint64_t of nanoseconds ends in the year 2554, so
+     * four digits hold every year.
+     */
     civil_from_days((int64_t)(secs / 86400u), &year, &month, &day);
-    /* A uint64_t of nanoseconds ends in the year 2554: four digits. */
-    snprintf(out, O2L_ISO_LEN, "%04u-%02u-%02uT%02u:%02u:%02u.%06uZ",
-             (unsigned)year % 10000u, month % 13u, day % 32u, sod / 3600,
-             (sod / 60) % 60, sod % 60, micros % 1000000u);
+    memcpy(out, "0000-00-00T00:00:00.000000Z", 28);
+    put_digits(out, (unsigned)year, 4);
+    put_digits(out + 5, month, 2);
+    put_digits(out + 8, day, 2);
+    put_digits(out + 11, sod / 3600, 2);
+    put_digits(out + 14, (sod / 60) % 60, 2);
+    put_digits(out + 17, sod % 60, 2);
+    put_digits(out + 20, micros, 6);
     return out;
 }

@@ -232,3 +232,21 @@ describe('convert', { skip: !haveBin && 'O2L_BIN is not set' }, () => {
         assert.deepEqual(JSON.parse(empty.stdout), { batch: [] });
     });
 });
+
+describe('without Langfuse credentials', { skip: !haveBin && 'O2L_BIN is not set' }, () => {
+    test('events are written as JSON lines and the log says where', async () => {
+        const daemon = await startDaemon({
+            langfuseUrl: 'http://127.0.0.1:9',
+            name: 'file-sink',
+            env: { LANGFUSE_PUBLIC_KEY: '', LANGFUSE_SECRET_KEY: '', LANGFUSE_BASE_URL: '' },
+        });
+        const file = path.join(path.dirname(daemon.logPath), 'events.jsonl');
+        const res = await post(`${daemon.url}/v1/traces`, JSON.stringify(exportOf([span('00000000000000e1')])), JSON_CT);
+        assert.equal(res.status, 200);
+        await daemon.stop();
+        assert.match(daemon.log(), /no Langfuse credentials: writing ingestion events to \S*events\.jsonl/);
+        const lines = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+        assert.deepEqual(lines.map((e) => e.type).sort(), ['span-create', 'trace-create']);
+        assert.equal(lines.find((e) => e.type === 'span-create').body.id, '00000000000000e1');
+    });
+});

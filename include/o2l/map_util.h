@@ -122,7 +122,7 @@ void o2l_mu_sha256(const void *data, size_t len, uint8_t out[32]);
 int o2l_mu_flatten(const cJSON *attrs, const char *prefix, bool unwrap,
                    size_t *slots_left, size_t *dropped, cJSON **out);
 
-/* Usage candidates, §3.3 step 1: names with the family prefix removed. */
+/* Usage candidates: names with the family prefix removed. */
 #define O2L_USAGE_NAME_MAX  96
 #define O2L_USAGE_CANDS_MAX 96
 
@@ -145,7 +145,8 @@ struct o2l_usage_cands {
 void o2l_usage_add(struct o2l_usage_cands *c, const char *prefix,
                    const char *name, const cJSON *v, bool passthrough);
 
-/* The bucket algorithm (§3.3 steps 2-4). *out is NULL when empty. */
+/* Usage into exclusive buckets: aliases, subtraction, total. *out is
+ * NULL when empty. */
 int o2l_usage_buckets(const struct o2l_usage_cands *c, cJSON **out);
 
 /* An explicit usage object: only integer values >= 0 are kept. */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * mapper.h - the map stage: one decoded export (struct o2l_export) into
- * Langfuse's model (struct o2l_mapped), following the mapping reference.
+ * Langfuse's model (struct o2l_mapped), reading every supported convention
+ * in priority order (README: "What is mapped from where").
  * Pure: no I/O, no logging, no global state.
  */
 #ifndef O2L_MAPPER_H
@@ -20,7 +21,7 @@ struct o2l_map_config {
     size_t max_flattened_slots;     /* default 10000 */
 };
 
-/* Fills |cfg| with the defaults of the mapping reference (section 7). The
+/* Fills |cfg| with the mapping defaults (config/otel2langfuse.yaml). The
  * strings are static. */
 void o2l_map_config_defaults(struct o2l_map_config *cfg);
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * model.h - Langfuse's model as the map stage produces it and the encoders
- * read it: traces and observations. Field meanings follow the mapping
- * reference (sections 1.1 and 1.2). NULL pointers and zero times mean
+ * read it: traces and observations, with the fields of Langfuse's
+ * ingestion API. NULL pointers and zero times mean
  * "unknown", and the encoders leave unknown fields out.
  */
 #ifndef O2L_MODEL_H
@@ -65,8 +65,8 @@ struct o2l_observation {
     cJSON *output;
     cJSON *metadata; /* object */
     /* Object with "attributes", "resourceAttributes" and "scope": merged
-     * into metadata by the ingestion encoder only (mapping reference
-     * 3.1, metadata row); the OTLP encoder leaves it out. */
+     * into metadata by the ingestion encoder only; the OTLP encoder leaves
+     * it out. */
     cJSON *ingest_metadata;
     cJSON *model_parameters; /* object of scalars */
     cJSON *usage_details;    /* object of integers >= 0 */

@@ -4,7 +4,7 @@
  *
  * The receive stage turns protobuf and JSON exports into this form; the
  * map stage reads only this form. Attribute values are cJSON values built
- * by the rules of the decoding table in the mapping reference:
+ * by these rules:
  *   string -> cJSON string (valid UTF-8; bad bytes and NUL became U+FFFD)
  *   bool   -> cJSON bool
  *   int    -> cJSON number when |v| < 10^15, otherwise a cJSON raw item

@@ -231,7 +231,7 @@ int o2l_conv_misc_io_ai_sdk(struct o2l_map_ctx *c, bool output, cJSON **out)
     return first_key(c, out_keys, false, out);
 }
 
-/* Table-driven steps of §3.2 that read plain keys. */
+/* Table-driven input/output steps that read plain keys. */
 struct key_step {
     int step;
     const char *scope; /* scope name prefix required, or NULL */

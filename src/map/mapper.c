@@ -39,7 +39,7 @@ struct sref {
 };
 
 /* The spans of one trace: a range of the sorted array, with the true
- * root (if any) first in the collection order of §3.4. */
+ * root (if any) first in the order trace facts are collected. */
 struct group {
     struct sref *refs;
     size_t n;
@@ -106,7 +106,7 @@ static struct sref *group_at(const struct group *g, size_t k)
     return &g->refs[k - 1 < g->root ? k - 1 : k];
 }
 
-/* ---- custom trace ids (§6) --------------------------------------------- */
+/* ---- custom trace ids -------------------------------------------------- */
 
 static bool is_hex(const char *s, size_t n)
 {
@@ -196,7 +196,7 @@ static int custom_trace_id(const struct group *g)
     return O2L_OK;
 }
 
-/* ---- agent spans do not double count (§3.1) ---------------------------- */
+/* ---- agent spans do not double count ---------------------------------- */
 
 static uint64_t hash_id(const char *s)
 {
@@ -317,7 +317,7 @@ out:
     return rc;
 }
 
-/* ---- trace facts (§3.4) ------------------------------------------------ */
+/* ---- trace facts ------------------------------------------------------- */
 
 enum fact_src {
     FS_ATTR = 0, /* span attribute */
@@ -874,7 +874,7 @@ static int map_group(struct group *g, struct o2l_trace *t,
     return rc;
 }
 
-/* Sorts by original trace and replaces trace ids from §6. */
+/* Sorts by original trace and applies custom trace ids. */
 static int assign_trace_ids(struct sref *refs, size_t n,
                             const struct o2l_map_config *cfg)
 {

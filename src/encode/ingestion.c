@@ -614,6 +614,7 @@ static int encode_observation(const struct o2l_observation *o, size_t max,
 int o2l_encode_ingestion(const struct o2l_mapped *m, size_t max_event_bytes,
                          struct o2l_event_list *out)
 {
+    size_t j = 0;
     int rc = O2L_OK;
 
     rc = list_reserve(out, m->n_traces + m->n_obs);
@@ -623,7 +624,9 @@ int o2l_encode_ingestion(const struct o2l_mapped *m, size_t max_event_bytes,
 
     /*
      * Each trace goes ahead of its own observations: Langfuse v2/v3 needs
-     * the trace row before the observations that hang on it.
+     * the trace row before the observations that hang on it. The mapper
+     * lists observations grouped in trace order, so one cursor suffices;
+     * whatever it passes over goes out after the last trace.
      */
     for (size_t t = 0; t < m->n_traces; t++) {
         const struct o2l_trace *tr = &m->traces[t];
@@ -632,28 +635,15 @@ int o2l_encode_ingestion(const struct o2l_mapped *m, size_t max_event_bytes,
         if (rc != O2L_OK) {
             goto out;
         }
-        for (size_t i = 0; i < m->n_obs; i++) {
-            if (strcmp(m->obs[i].trace_id, tr->id) != 0) {
-                continue;
-            }
-            rc = encode_observation(&m->obs[i], max_event_bytes, out);
+        while (j < m->n_obs && strcmp(m->obs[j].trace_id, tr->id) == 0) {
+            rc = encode_observation(&m->obs[j++], max_event_bytes, out);
             if (rc != O2L_OK) {
                 goto out;
             }
         }
     }
-
-    /* Observations whose trace is not in |m| still go out. */
-    for (size_t i = 0; i < m->n_obs; i++) {
-        int found = 0;
-
-        for (size_t t = 0; t < m->n_traces && !found; t++) {
-            found = strcmp(m->obs[i].trace_id, m->traces[t].id) == 0;
-        }
-        if (found) {
-            continue;
-        }
-        rc = encode_observation(&m->obs[i], max_event_bytes, out);
+    for (; j < m->n_obs; j++) {
+        rc = encode_observation(&m->obs[j], max_event_bytes, out);
         if (rc != O2L_OK) {
             goto out;
         }

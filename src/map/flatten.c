@@ -28,6 +28,13 @@ struct fnode {
     const cJSON *leaf;
     struct fnode *child; /* objects: insertion order; arrays: by index */
     struct fnode *next;
+    /*
+     * The last child in the list and the last one touched: keys arrive in
+     * order (0.role, 0.content, 1.role, ...), so these two make most
+     * look-ups and appends constant-time instead of a walk of the list.
+     */
+    struct fnode *tail;
+    struct fnode *last;
     uint64_t slots; /* arrays: highest index + 1 */
 };
 
@@ -100,9 +107,23 @@ static size_t split(const char *suffix, bool unwrap, struct seg *segs)
     return n;
 }
 
+static bool child_is(const struct fnode *c, const struct seg *sg)
+{
+    if (sg->is_index) {
+        return c->index == sg->index;
+    }
+    return c->key_len == sg->len && memcmp(c->key, sg->s, sg->len) == 0;
+}
+
 static struct fnode *find_child(const struct fnode *parent,
                                 const struct seg *sg)
 {
+    if (parent->last && child_is(parent->last, sg)) {
+        return parent->last;
+    }
+    if (sg->is_index && parent->tail && parent->tail->index < sg->index) {
+        return NULL; /* past the highest index so far */
+    }
     for (struct fnode *c = parent->child; c; c = c->next) {
         if (sg->is_index) {
             if (c->index == sg->index) {
@@ -175,17 +196,26 @@ static int insert(struct fnode *root, const struct seg *segs, size_t n,
             c->key = segs[i].s;
             c->key_len = segs[i].len;
             c->index = segs[i].index;
-            link = &node->child;
-            while (*link &&
-                   (!segs[i].is_index || (*link)->index < segs[i].index)) {
-                link = &(*link)->next;
+            if (node->tail &&
+                (!segs[i].is_index || node->tail->index < segs[i].index)) {
+                link = &node->tail->next;
+            } else {
+                link = &node->child;
+                while (*link &&
+                       (!segs[i].is_index || (*link)->index < segs[i].index)) {
+                    link = &(*link)->next;
+                }
             }
             c->next = *link;
             *link = c;
+            if (!c->next) {
+                node->tail = c;
+            }
             if (segs[i].is_index && segs[i].index + 1 > node->slots) {
                 node->slots = segs[i].index + 1;
             }
         }
+        node->last = c;
         node = c;
     }
     if (node->kind == FK_UNSET) {

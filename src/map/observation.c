@@ -8,6 +8,7 @@
 #include "o2l/map_conv.h"
 
 #include <stdio.h>
+#include <math.h>
 #include <string.h>
 
 #include "o2l/common.h"
@@ -706,7 +707,8 @@ static int add_cost(cJSON *cost, const char *key, const cJSON *v)
 {
     double d;
 
-    if (!o2l_mu_number(v, &d) || d < 0 || d != d) {
+    /* Langfuse takes finite numbers >= 0 only: 1e400 is infinity here. */
+    if (!o2l_mu_number(v, &d) || !(d >= 0) || isinf(d)) {
         return O2L_OK;
     }
     return o2l_mu_add(cost, key, cJSON_CreateNumber(d), true);

@@ -198,12 +198,27 @@ static bool bucket_value(const struct o2l_usage_cands *c, size_t b,
     return false;
 }
 
+/* Counts past 10^15 go out as exact decimal text, as the decoder keeps
+ * them: a double would print them rounded or in exponent form. */
 static int add_int(cJSON *obj, const char *key, int64_t v)
 {
-    return o2l_mu_add(obj, key, cJSON_CreateNumber((double)v), true);
+    char text[24];
+
+    if (v < 1000000000000000 && v > -1000000000000000) {
+        return o2l_mu_add(obj, key, cJSON_CreateNumber((double)v), true);
+    }
+    snprintf(text, sizeof(text), "%lld", (long long)v);
+    return o2l_mu_add(obj, key, cJSON_CreateRaw(text), true);
+}
+
+/* a + b for counts >= 0, stopping at INT64_MAX instead of overflowing. */
+static int64_t add_counts(int64_t a, int64_t b)
+{
+    return a > INT64_MAX - b ? INT64_MAX : a + b;
 }
 
 /* input = raw - parts when the parts fit inside raw, else raw. */
+
 static int64_t exclusive(int64_t raw, const int64_t *parts, const bool *have,
                          size_t n)
 {
@@ -211,7 +226,7 @@ static int64_t exclusive(int64_t raw, const int64_t *parts, const bool *have,
 
     for (size_t i = 0; i < n; i++) {
         if (have[i]) {
-            sum += parts[i];
+            sum = add_counts(sum, parts[i]);
         }
     }
     return sum <= raw ? raw - sum : raw;
@@ -273,7 +288,8 @@ int o2l_usage_buckets(const struct o2l_usage_cands *c, cJSON **out)
     }
     if (rc == O2L_OK && (have[B_TOTAL] || have[B_RAW_IN] || have[B_RAW_OUT])) {
         rc = add_int(obj, "total",
-                     have[B_TOTAL] ? v[B_TOTAL] : v[B_RAW_IN] + v[B_RAW_OUT]);
+                     have[B_TOTAL] ? v[B_TOTAL]
+                                   : add_counts(v[B_RAW_IN], v[B_RAW_OUT]));
     }
     for (size_t b = B_CACHED; rc == O2L_OK && b < B_COUNT; b++) {
         if (have[b]) {

@@ -873,6 +873,22 @@ static void test_mapper_usage_from_span_keys(void **state)
     assert_true(m->obs[0].completion_start_ns == T0 + SEC / 4);
     done(m, ex);
 
+    /* Huge counts saturate instead of overflowing; infinity is no cost. */
+    m = map_one(NULL,
+                "{\"gen_ai.operation.name\":\"chat\","
+                "\"gen_ai.usage.input_tokens\":\"9223372036854775807\","
+                "\"gen_ai.usage.output_tokens\":1,"
+                "\"gen_ai.usage.cache_read.input_tokens\":"
+                "\"9223372036854775807\","
+                "\"langfuse.observation.cost_details\":"
+                "\"{\\\"total\\\":1e400,\\\"input\\\":2}\"}",
+                &ex);
+    assert_json(m->obs[0].usage_details,
+                "{\"input\":0,\"output\":1,\"total\":9223372036854775807,"
+                "\"input_cached_tokens\":9223372036854775807}");
+    assert_json(m->obs[0].cost_details, "{\"input\":2}");
+    done(m, ex);
+
     /* OpenInference cost split and AI SDK milliseconds. */
     m = map_one(NULL,
                 "{\"openinference.span.kind\":\"LLM\","

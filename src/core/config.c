@@ -323,6 +323,33 @@ static const struct setting *find_yaml(const char *path)
     return NULL;
 }
 
+/* An empty value, ~ or null, written without quotes. */
+static bool is_yaml_null(const yaml_node_t *v)
+{
+    const char *s = (const char *)v->data.scalar.value;
+
+    if (v->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) {
+        return false;
+    }
+    return v->data.scalar.length == 0 || strcmp(s, "~") == 0 ||
+           strcmp(s, "null") == 0 || strcmp(s, "Null") == 0 ||
+           strcmp(s, "NULL") == 0;
+}
+
+/* True when |path| is a group of settings, like "langfuse". */
+static bool is_section(const char *path)
+{
+    size_t n = strlen(path);
+
+    for (size_t i = 0; i < O2L_ARRAY_LEN(settings); i++) {
+        if (strncmp(settings[i].yaml, path, n) == 0 &&
+            settings[i].yaml[n] == '.') {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Joins a YAML sequence of scalars with commas, for list settings. */
 static int join_sequence(yaml_document_t *doc, yaml_node_t *seq, char *buf,
                          size_t buf_len)
@@ -366,6 +393,11 @@ static int yaml_walk(struct o2l_config *cfg, yaml_document_t *doc,
         }
         snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "",
                  (const char *)k->data.scalar.value);
+        if (v->type == YAML_SCALAR_NODE && is_yaml_null(v) &&
+            (find_yaml(path) || is_section(path))) {
+            /* "langfuse:" with only comments below it: nothing to set. */
+            continue;
+        }
         if (v->type == YAML_MAPPING_NODE) {
             rc = yaml_walk(cfg, doc, v, path, file, err, err_len);
             if (rc != O2L_OK) {
@@ -603,16 +635,33 @@ void o2l_config_print_help(FILE *out)
             "YAML file read before the environment and the flags");
 }
 
+/* Copies |url| without a user:password@ part, which may hold secrets. */
+static const char *url_for_log(const char *url, char *buf, size_t len)
+{
+    const char *scheme = strstr(url, "://");
+    const char *host = scheme ? scheme + 3 : url;
+    const char *at = strchr(host, '@');
+    const char *slash = strchr(host, '/');
+
+    if (!at || (slash && slash < at)) {
+        return url;
+    }
+    snprintf(buf, len, "%.*s***@%s", (int)(host - url), url, at + 1);
+    return buf;
+}
+
 void o2l_config_log(const struct o2l_config *cfg, const struct o2l_log *log)
 {
     bool creds = cfg->public_key && *cfg->public_key;
+    char url[512];
 
     o2l_log_info(log, "config",
                  "output=%s http=%s langfuse=%s public_key=%s "
                  "flush_interval_ms=%llu batch_max_events=%llu "
                  "queue_max_events=%llu config_file=%s",
                  cfg->output, cfg->http_listen,
-                 creds ? cfg->base_url : "(none: file sink)",
+                 creds ? url_for_log(cfg->base_url, url, sizeof(url))
+                       : "(none: file sink)",
                  creds ? cfg->public_key : "(none)",
                  (unsigned long long)cfg->flush_interval_ms,
                  (unsigned long long)cfg->batch_max_events,

@@ -48,8 +48,19 @@ void o2l_log_write(const struct o2l_log *log, enum o2l_log_level level,
     va_start(ap, fmt);
     vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
     va_end(ap);
-    /* One fputs per line keeps lines whole across threads. */
+    /*
+     * Messages quote span names and peer input: control characters would
+     * let a client forge log lines or drive a terminal, so they become '?'.
+     */
     n = (int)strnlen(line, sizeof(line) - 2);
+    for (int i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)line[i];
+
+        if (c < 0x20 || c == 0x7f) {
+            line[i] = '?';
+        }
+    }
+    /* One fputs per line keeps lines whole across threads. */
     line[n] = '\n';
     line[n + 1] = '\0';
     fputs(line, log->out ? log->out : stderr);

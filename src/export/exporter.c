@@ -1031,6 +1031,8 @@ int o2l_exporter_stop(struct o2l_exporter *ex)
     pthread_mutex_lock(&ex->mu);
     if (!ex->stopping) {
         ex->stopping = 1;
+        /* One last try now, even inside a backoff or Retry-After wait. */
+        ex->retry_at_ms = 0;
         atomic_store(&ex->abort_at_ms,
                      o2l_mono_ms() + ex->cfg.shutdown_timeout_ms + 1);
     }

@@ -14,6 +14,7 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <zlib.h>
 
 #include "o2l/common.h"
@@ -43,6 +44,9 @@ enum http_status {
 #define TRACES_PATH "/v1/traces"
 /* Seconds a client is asked to wait when the export queue is full. */
 #define QUEUE_FULL_RETRY_AFTER "2"
+
+/* How long accepting pauses after accept() fails (out of descriptors). */
+#define ACCEPT_PAUSE_MS 1000
 
 struct o2l_http_receiver {
     struct evhttp *http;
@@ -224,6 +228,20 @@ static int inflate_body(const unsigned char *in, size_t in_len, size_t limit,
         zs.avail_out = (uInt)(cap - used);
         zrc = inflate(&zs, Z_NO_FLUSH);
         used = cap - zs.avail_out;
+        if (zrc == Z_STREAM_END && zs.avail_in > 0) {
+            /*
+             * gzip allows several members one after another (RFC 1952);
+             * their contents join. Anything else after a member is an
+             * error, not something to ignore.
+             */
+            if (zs.avail_in < 2 || zs.next_in[0] != 0x1f ||
+                zs.next_in[1] != 0x8b || inflateReset(&zs) != Z_OK) {
+                rc = O2L_EPARSE;
+                goto out;
+            }
+            zrc = Z_OK;
+            continue;
+        }
         if (zrc == Z_STREAM_END) {
             break;
         }
@@ -414,6 +432,38 @@ static void on_request(struct evhttp_request *req, void *arg)
     o2l_free(inflated);
 }
 
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(arg);
+}
+
+/*
+ * accept() failed, most often for want of file descriptors. Retrying at
+ * once would spin on the same error, so accepting pauses for a moment
+ * while the connections being served go on and free descriptors. The
+ * callback's argument belongs to evhttp, so it logs with a local logger,
+ * at most once per pause.
+ */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    const struct o2l_log warn_log = {O2L_LOG_WARN, NULL};
+    struct timeval pause = {ACCEPT_PAUSE_MS / 1000,
+                            (ACCEPT_PAUSE_MS % 1000) * 1000};
+    int err = EVUTIL_SOCKET_ERROR();
+
+    (void)arg;
+    o2l_log_write(&warn_log, O2L_LOG_WARN, "http",
+                  "accept failed: %s; pausing new connections for %dms",
+                  evutil_socket_error_to_string(err), ACCEPT_PAUSE_MS);
+    evconnlistener_disable(l);
+    if (event_base_once(evconnlistener_get_base(l), -1, EV_TIMEOUT,
+                        on_accept_resume, l, &pause) != 0) {
+        evconnlistener_enable(l);
+    }
+}
+
 static int split_listen(const char *listen, char *host, size_t host_len,
                         int *port)
 {
@@ -494,13 +544,16 @@ o2l_http_receiver_start(struct event_base *base,
                      EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS |
                      EVHTTP_REQ_PATCH);
     evhttp_set_gencb(r->http, on_request, r);
+    errno = 0;
     r->sock = evhttp_bind_socket_with_handle(r->http, host, (ev_uint16_t)port);
     if (!r->sock) {
         snprintf(err, err_len, "cannot listen on %s: %s", cfg->listen,
-                 strerror(errno));
+                 errno ? strerror(errno) : "not a usable local address");
         goto fail;
     }
     r->port = bound_port(r->sock);
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(r->sock),
+                                on_accept_error);
     return r;
 
 fail:

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { quietEnv, workDir } from './lib/harness.mjs';
+import { REPO_DIR, quietEnv, startDaemon, workDir } from './lib/harness.mjs';
 
 const bin = process.env.O2L_BIN;
 const skip = !bin && 'O2L_BIN is not set';
@@ -69,4 +69,31 @@ test('a YAML file is read, and its errors name file, line and key', { skip }, ()
     const r3 = run(['serve', '--config', path.join(dir, 'missing.yaml')]);
     assert.equal(r3.status, 2);
     assert.match(r3.stderr, /missing\.yaml: cannot open/);
+});
+
+test('the shipped sample configuration loads', { skip }, () => {
+    const res = run(['convert', '--config', path.join(REPO_DIR, 'config/otel2langfuse.yaml')]);
+    assert.equal(res.status, 0, res.stderr);
+    assert.deepEqual(JSON.parse(res.stdout), { batch: [] });
+});
+
+test('the log masks credentials in the URL and control characters', { skip }, async () => {
+    const daemon = await startDaemon({ langfuseUrl: 'http://someone:hunter2@127.0.0.1:9', name: 'cli-log' });
+    const forged = '\n2026-01-01T00:00:00.000Z error main FORGED\u001b[31m';
+    const body = JSON.stringify({
+        resourceSpans: [{ scopeSpans: [{ spans: [{ traceId: 'zz', spanId: '00000000000000f1', name: forged }] }] }],
+    });
+    const res = await fetch(`${daemon.url}/v1/traces`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body,
+    });
+    assert.equal(res.status, 200);
+    await daemon.stop();
+    const log = daemon.log();
+    assert.ok(!log.includes('hunter2'), 'password not logged');
+    assert.ok(log.includes('http://***@127.0.0.1:9'));
+    assert.ok(!/^2026-01-01T00:00:00.000Z error main FORGED/m.test(log), 'no forged line');
+    assert.ok(!log.includes('\u001b'), 'no escape codes');
+    assert.ok(!log.includes('sk-lf'), 'no secret key');
 });

@@ -87,6 +87,16 @@ describe('OTLP/HTTP receiver', { skip: !haveBin && 'O2L_BIN is not set' }, () =>
         await waitFor(() => fake.events().some((e) => e.body.id === '00000000000000a2'), {
             what: 'the gzip span to reach Langfuse',
         });
+
+        // Several gzip members join into one body.
+        const text = JSON.stringify(exportOf([span('00000000000000a3')]));
+        const half = Math.floor(text.length / 2);
+        const members = Buffer.concat([zlib.gzipSync(text.slice(0, half)), zlib.gzipSync(text.slice(half))]);
+        const joined = await post(traces, members, { ...JSON_CT, 'Content-Encoding': 'gzip' });
+        assert.equal(joined.status, 200, joined.body.toString());
+        await waitFor(() => fake.events().some((e) => e.body.id === '00000000000000a3'), {
+            what: 'the span from two gzip members',
+        });
     });
 
     test('an empty export is a 200 and sends nothing', async () => {
@@ -135,6 +145,14 @@ describe('OTLP/HTTP receiver', { skip: !haveBin && 'O2L_BIN is not set' }, () =>
 
         const gz = await post(traces, Buffer.from('not gzip at all'), { ...JSON_CT, 'Content-Encoding': 'gzip' });
         assert.equal(gz.status, 400);
+
+        const trailing = Buffer.concat([zlib.gzipSync('{}'), Buffer.from('garbage')]);
+        const tr = await post(traces, trailing, { ...JSON_CT, 'Content-Encoding': 'gzip' });
+        assert.equal(tr.status, 400);
+
+        const cut = zlib.gzipSync(JSON.stringify(exportOf([span('00000000000000a9')])));
+        const short = await post(traces, cut.subarray(0, cut.length - 6), { ...JSON_CT, 'Content-Encoding': 'gzip' });
+        assert.equal(short.status, 400);
     });
 
     test('bodies over the limit are a 413, also when they only grow on inflating', async () => {

@@ -466,9 +466,10 @@ static void write_observation(struct jbuf *b, const struct o2l_observation *o,
 
 /*
  * Replaces the largest of input, output and metadata with a marker string
- * until the event fits in |max| bytes, editing the printed text in place.
- * Values shorter than their marker are left alone; an event that is still
- * too big after that is sent as it is and Langfuse decides.
+ * (inside an object for metadata) until the event fits in |max| bytes, editing
+ * the printed text in place. Values shorter than their marker are left alone;
+ * an event that is still too big after that is sent as it is and Langfuse
+ * decides.
  */
 static void trim_event(struct jbuf *b, struct span_ref *refs, size_t max)
 {
@@ -480,7 +481,7 @@ static void trim_event(struct jbuf *b, struct span_ref *refs, size_t max)
         size_t old_len;
 
         for (int i = 0; i < REF_COUNT; i++) {
-            if (refs[i].len > sizeof(marker) + 8 &&
+            if (refs[i].len > sizeof(marker) + 64 &&
                 (!big || refs[i].len > big->len)) {
                 big = &refs[i];
             }
@@ -492,7 +493,14 @@ static void trim_event(struct jbuf *b, struct span_ref *refs, size_t max)
                  "[otel2langfuse: %s of %zu bytes removed: event over the "
                  "%zu-byte limit]",
                  big->what, big->len, max);
-        jb_str(&m, marker);
+        if (big == &refs[REF_METADATA]) {
+            /* Langfuse wants metadata to stay an object. */
+            jb_lit(&m, "{\"otel2langfuse_truncated\":");
+            jb_str(&m, marker);
+            jb_char(&m, '}');
+        } else {
+            jb_str(&m, marker);
+        }
         if (m.oom) {
             b->oom = 1;
             return;

@@ -439,6 +439,33 @@ static void test_encode_oversized_event_is_trimmed(void **state)
     o2l_mapped_free(m);
 }
 
+static void test_encode_oversized_metadata_stays_an_object(void **state)
+{
+    struct o2l_mapped *m = new_mapped(0, 1);
+    struct o2l_event_list l = {0};
+    const cJSON *md;
+    char *text;
+    cJSON *doc;
+
+    (void)state;
+    fill_obs(&m->obs[0], O2L_OBS_SPAN, CHILD_ID, ROOT_ID);
+    text = big_string(1100000, 'm');
+    m->obs[0].metadata = cJSON_CreateObject();
+    cJSON_AddStringToObject(m->obs[0].metadata, "big", text);
+    o2l_free(text);
+
+    assert_int_equal(o2l_encode_ingestion(m, O2L_EVENT_MAX_BYTES, &l), O2L_OK);
+    assert_true(l.items[0].len <= O2L_EVENT_MAX_BYTES);
+    doc = parse_event(&l.items[0]);
+    md = cJSON_GetObjectItem(body_of(doc), "metadata");
+    assert_true(cJSON_IsObject(md));
+    assert_non_null(strstr(str_of(md, "otel2langfuse_truncated"),
+                           "bytes removed: event over"));
+    cJSON_Delete(doc);
+    o2l_event_list_clear(&l);
+    o2l_mapped_free(m);
+}
+
 static void test_encode_trims_only_what_is_needed(void **state)
 {
     struct o2l_mapped *m = new_mapped(0, 1);
@@ -613,6 +640,7 @@ int main(void)
         cmocka_unit_test(test_encode_escapes_strings),
         cmocka_unit_test(test_encode_escapes_at_every_offset),
         cmocka_unit_test(test_encode_oversized_event_is_trimmed),
+        cmocka_unit_test(test_encode_oversized_metadata_stays_an_object),
         cmocka_unit_test(test_encode_trims_only_what_is_needed),
         cmocka_unit_test(test_encode_merges_ingestion_metadata),
         cmocka_unit_test(test_encode_batch_framing),

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# run.sh - installs what the build needs, builds the daemon and runs it
-# with its embedded defaults (extra arguments are passed to "serve").
+# run.sh - installs what the build needs, builds the daemon and runs it in
+# the current directory with its embedded defaults. Arguments are passed
+# to "serve" (e.g. --http-listen 127.0.0.1:4318).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+repo="$(cd "$(dirname "$0")/.." && pwd)"
 
-bash scripts/deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DO2L_BUILD_TESTS=OFF \
-    >/dev/null
-cmake --build build -j"$(nproc)" >/dev/null
-exec ./build/otel2langfuse serve "$@"
+bash "$repo/scripts/deps.sh"
+cmake -S "$repo" -B "$repo/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DO2L_BUILD_TESTS=OFF >/dev/null
+cmake --build "$repo/build" -j"$(nproc)" >/dev/null
+exec "$repo/build/otel2langfuse" serve "$@"

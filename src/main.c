@@ -231,6 +231,17 @@ static int start_exporter(struct daemon *d)
                      cfg->file_sink);
     }
     ec.file_path = cfg->file_sink;
+    if (!creds) {
+        FILE *f = fopen(cfg->file_sink, "a");
+
+        if (!f) {
+            o2l_log_error(&d->log, "main",
+                          "setting export.file_sink: cannot open %s: %s",
+                          cfg->file_sink, strerror(errno));
+            return O2L_EINVAL;
+        }
+        fclose(f);
+    }
     ec.flush_interval_ms = (uint32_t)cfg->flush_interval_ms;
     ec.batch_max_events = (size_t)cfg->batch_max_events;
     ec.batch_max_bytes = (size_t)cfg->batch_max_bytes;
@@ -265,6 +276,9 @@ static int cmd_serve(struct daemon *d)
         return EXIT_FAILURE_RUN;
     }
     rc = start_exporter(d);
+    if (rc == O2L_EINVAL) {
+        return EXIT_USAGE;
+    }
     if (rc != O2L_OK) {
         return EXIT_FAILURE_RUN;
     }
@@ -363,8 +377,9 @@ int main(int argc, char **argv)
 
         if (i == 0 && (strcmp(a, "serve") == 0 || strcmp(a, "convert") == 0)) {
             command = a;
-        } else if (strcmp(command, "convert") == 0 && !file && a[0] != '-') {
-            file = a;
+        } else if (strcmp(command, "convert") == 0 && !file &&
+                   (a[0] != '-' || strcmp(a, "-") == 0)) {
+            file = strcmp(a, "-") == 0 ? NULL : a;
         } else {
             fprintf(stderr, "otel2langfuse: unknown argument %s (see --help)\n",
                     a);

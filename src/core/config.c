@@ -85,7 +85,7 @@ static const char *check_url(const char *v)
 static const struct setting settings[] = {
     {"langfuse.base_url", "LANGFUSE_BASE_URL", "--langfuse-base-url",
      KIND_STRING, OFF(base_url), 0, 0, check_url,
-     "Langfuse URL, e.g. https://cloud.langfuse.com (env fallback: "
+     "Langfuse URL, e.g. http://langfuse.internal:3000 (env fallback: "
      "LANGFUSE_HOST)"},
     {"langfuse.public_key", "LANGFUSE_PUBLIC_KEY", "--langfuse-public-key",
      KIND_STRING, OFF(public_key), 0, 0, NULL,
@@ -585,6 +585,15 @@ int o2l_config_load(struct o2l_config *cfg, int argc, char **argv, char **envp,
         }
         if (!v) {
             i = start;
+            for (size_t j = 0; j < O2L_ARRAY_LEN(settings); j++) {
+                if (strcmp(argv[i], settings[j].flag) == 0) {
+                    snprintf(err, err_len,
+                             "setting %s (flag %s): needs a "
+                             "value",
+                             settings[j].yaml, settings[j].flag);
+                    return O2L_EINVAL;
+                }
+            }
             rest[(*n_rest)++] = i;
             continue;
         }

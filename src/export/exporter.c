@@ -311,6 +311,14 @@ static int setup_curl(struct o2l_exporter *ex)
     cc |= curl_easy_setopt(ex->curl, CURLOPT_XFERINFODATA, ex);
     cc |= curl_easy_setopt(ex->curl, CURLOPT_NOPROGRESS, 0L);
     cc |= curl_easy_setopt(ex->curl, CURLOPT_TCP_KEEPALIVE, 1L);
+    /*
+     * A Langfuse behind a redirect (http to https, a moved path) still
+     * gets the POST; curl sends the credentials to the same host only.
+     */
+    cc |= curl_easy_setopt(ex->curl, CURLOPT_FOLLOWLOCATION, 1L);
+    cc |= curl_easy_setopt(ex->curl, CURLOPT_MAXREDIRS, 3L);
+    cc |= curl_easy_setopt(ex->curl, CURLOPT_POSTREDIR,
+                           (long)CURL_REDIR_POST_ALL);
     if (cc != CURLE_OK) {
         return O2L_EIO;
     }

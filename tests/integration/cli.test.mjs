@@ -47,6 +47,12 @@ test('a wrong value stops the daemon and names the setting', { skip }, () => {
     assert.match(flag.stderr, /export\.batch_max_events.*--batch-max-events/);
     const unknown = run(['serve', '--no-such-flag']);
     assert.equal(unknown.status, 2);
+    const bare = run(['serve', '--flush-interval-ms']);
+    assert.equal(bare.status, 2);
+    assert.match(bare.stderr, /export\.flush_interval_ms.*needs a value/);
+    const sink = run(['serve', '--http-listen', '127.0.0.1:0', '--file-sink', '/nonexistent/dir/x.jsonl']);
+    assert.equal(sink.status, 2);
+    assert.match(sink.stderr, /export\.file_sink: cannot open \/nonexistent\/dir\/x\.jsonl/);
 });
 
 test('a YAML file is read, and its errors name file, line and key', { skip }, () => {

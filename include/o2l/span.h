@@ -70,6 +70,9 @@ struct o2l_export {
     char *error_message; /* first rejected span and why; NULL if none */
 };
 
+/* Frees what one span owns and zeroes it. */
+void o2l_span_clear(struct o2l_span *s);
+
 /* Frees |ex| and everything it owns. Accepts NULL. */
 void o2l_export_free(struct o2l_export *ex);
 

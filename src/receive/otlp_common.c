@@ -745,19 +745,6 @@ int o2l_otlp_builder_check_ids(struct o2l_otlp_builder *b, int binary,
     return rc != O2L_OK ? rc : 1;
 }
 
-static void span_clear(struct o2l_span *s)
-{
-    o2l_free(s->name);
-    o2l_free(s->status_message);
-    cJSON_Delete(s->attrs);
-    for (size_t i = 0; i < s->n_events; i++) {
-        o2l_free(s->events[i].name);
-        cJSON_Delete(s->events[i].attrs);
-    }
-    o2l_free(s->events);
-    memset(s, 0, sizeof(*s));
-}
-
 struct span_key {
     const struct o2l_span *span;
     size_t pos;
@@ -816,7 +803,7 @@ static int collapse_duplicates(struct o2l_export *ex)
     }
     for (size_t i = 0; i < n; i++) {
         if (drop[i]) {
-            span_clear(&ex->spans[i]);
+            o2l_span_clear(&ex->spans[i]);
             continue;
         }
         if (kept != i) {

@@ -8,7 +8,7 @@
 
 #include "o2l/common.h"
 
-static void span_clear(struct o2l_span *s)
+void o2l_span_clear(struct o2l_span *s)
 {
     o2l_free(s->name);
     o2l_free(s->status_message);
@@ -18,6 +18,7 @@ static void span_clear(struct o2l_span *s)
         cJSON_Delete(s->events[i].attrs);
     }
     o2l_free(s->events);
+    memset(s, 0, sizeof(*s));
 }
 
 void o2l_export_free(struct o2l_export *ex)
@@ -26,7 +27,7 @@ void o2l_export_free(struct o2l_export *ex)
         return;
     }
     for (size_t i = 0; i < ex->n_spans; i++) {
-        span_clear(&ex->spans[i]);
+        o2l_span_clear(&ex->spans[i]);
     }
     for (size_t i = 0; i < ex->n_scopes; i++) {
         cJSON_Delete(ex->scopes[i].resource_attrs);

@@ -13,12 +13,18 @@
 #include "o2l/config.h"
 #include "o2l/encode.h"
 #include "o2l/exporter.h"
+#include "o2l/grpc_receiver.h"
 #include "o2l/http_receiver.h"
 #include "o2l/log.h"
 #include "o2l/otlp.h"
 #include "o2l/pipeline.h"
 
 extern char **environ;
+
+/* How long gRPC calls already begun may take to finish on a stop. */
+#define GRPC_DRAIN_MS 5000
+/* gRPC connections silent this long are closed. */
+#define GRPC_IDLE_TIMEOUT_S 300
 
 enum exit_code {
     EXIT_OK = 0,
@@ -33,6 +39,7 @@ struct daemon {
     struct o2l_exporter *exporter;
     struct o2l_pipeline pipeline;
     struct o2l_http_receiver *http;
+    struct o2l_grpc_receiver *grpc;
     struct event *sigterm;
     struct event *sigint;
     struct event *sighup;
@@ -46,8 +53,8 @@ static void usage(FILE *out)
             "       otel2langfuse convert [FILE] [SETTINGS...]\n"
             "       otel2langfuse --help | --version\n"
             "\n"
-            "serve    receive OTLP traces (HTTP :4318) and deliver them to\n"
-            "         Langfuse; the default command\n"
+            "serve    receive OTLP traces (HTTP :4318, gRPC :4317) and\n"
+            "         deliver them to Langfuse; the default command\n"
             "convert  map one OTLP export (JSON or protobuf, detected; stdin\n"
             "         without FILE) and print the ingestion batch it becomes\n"
             "\n");
@@ -200,6 +207,13 @@ static void raise_fd_limit(const struct o2l_log *log)
     }
 }
 
+static void on_grpc_drained(void *arg)
+{
+    struct daemon *d = arg;
+
+    event_base_loopexit(d->base, NULL);
+}
+
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct daemon *d = arg;
@@ -209,7 +223,39 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
                      : sig == SIGINT ? "SIGINT"
                                      : "SIGHUP";
     o2l_http_receiver_close_listener(d->http);
-    event_base_loopexit(d->base, NULL);
+    if (d->grpc) {
+        /* The loop stops once gRPC streams in progress have finished. */
+        o2l_grpc_receiver_shutdown(d->grpc, GRPC_DRAIN_MS, on_grpc_drained, d);
+    } else {
+        event_base_loopexit(d->base, NULL);
+    }
+}
+
+/* Starts OTLP/gRPC unless it is turned off; logs the address bound. */
+static int start_grpc(struct daemon *d)
+{
+    struct o2l_grpc_receiver_config gc = {0};
+    const char *listen = d->cfg.grpc_listen;
+    const char *colon;
+    char err[512];
+
+    if (!listen || !*listen || strcmp(listen, "off") == 0) {
+        return O2L_OK;
+    }
+    gc.listen = listen;
+    gc.max_message_bytes = (size_t)d->cfg.grpc_max_message_bytes;
+    gc.idle_timeout_s = GRPC_IDLE_TIMEOUT_S;
+    d->grpc = o2l_grpc_receiver_start(d->base, &gc, &d->pipeline, &d->log, err,
+                                      sizeof(err));
+    if (!d->grpc) {
+        o2l_log_error(&d->log, "main", "receiver grpc: %s", err);
+        return O2L_EIO;
+    }
+    colon = strrchr(listen, ':');
+    o2l_log_info(&d->log, "main", "listening grpc=%.*s:%d",
+                 (int)(colon - listen), listen,
+                 o2l_grpc_receiver_port(d->grpc));
+    return O2L_OK;
 }
 
 static int start_exporter(struct daemon *d)
@@ -294,6 +340,9 @@ static int cmd_serve(struct daemon *d)
         o2l_log_error(&d->log, "main", "receiver http: %s", err);
         return EXIT_FAILURE_RUN;
     }
+    if (start_grpc(d) != O2L_OK) {
+        return EXIT_FAILURE_RUN;
+    }
     d->sigterm = evsignal_new(d->base, SIGTERM, on_stop_signal, d);
     d->sigint = evsignal_new(d->base, SIGINT, on_stop_signal, d);
     /* A closed terminal: stop cleanly rather than die with the queue. */
@@ -334,6 +383,7 @@ static void daemon_free(struct daemon *d)
         event_free(d->sighup);
     }
     o2l_http_receiver_free(d->http);
+    o2l_grpc_receiver_free(d->grpc);
     o2l_exporter_destroy(d->exporter);
     if (d->base) {
         event_base_free(d->base);

@@ -24,6 +24,8 @@ struct o2l_config {
     /* receivers */
     char *http_listen; /* host:port */
     uint64_t http_max_body_bytes;
+    char *grpc_listen; /* host:port; "" or "off" disables OTLP/gRPC */
+    uint64_t grpc_max_message_bytes;
 
     /* export */
     uint64_t flush_interval_ms;

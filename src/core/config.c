@@ -70,6 +70,15 @@ static const char *check_listen(const char *v)
     return NULL;
 }
 
+/* Like check_listen; an empty value or "off" turns the receiver off. */
+static const char *check_listen_or_off(const char *v)
+{
+    if (*v == '\0' || strcmp(v, "off") == 0) {
+        return NULL;
+    }
+    return check_listen(v);
+}
+
 static const char *check_url(const char *v)
 {
     if (*v == '\0' || strncmp(v, "http://", 7) == 0 ||
@@ -100,6 +109,12 @@ static const struct setting settings[] = {
     {"receivers.http.max_body_bytes", "O2L_HTTP_MAX_BODY_BYTES",
      "--http-max-body-bytes", KIND_UINT, OFF(http_max_body_bytes), 1024,
      1024 * MIB, NULL, "largest request body, after decompression"},
+    {"receivers.grpc.listen", "O2L_GRPC_LISTEN", "--grpc-listen", KIND_STRING,
+     OFF(grpc_listen), 0, 0, check_listen_or_off,
+     "OTLP/gRPC address (host:port); empty or off disables it"},
+    {"receivers.grpc.max_message_bytes", "O2L_GRPC_MAX_MESSAGE_BYTES",
+     "--grpc-max-message-bytes", KIND_UINT, OFF(grpc_max_message_bytes), 1024,
+     1024 * MIB, NULL, "largest gRPC request message, after decompression"},
     {"export.flush_interval_ms", "O2L_FLUSH_INTERVAL_MS", "--flush-interval-ms",
      KIND_UINT, OFF(flush_interval_ms), 1, 3600000, NULL,
      "send a partial batch after this long"},
@@ -277,6 +292,7 @@ int o2l_config_defaults(struct o2l_config *cfg)
     static const char *const strings[][2] = {
         {"output", "ingestion"},
         {"receivers.http.listen", "0.0.0.0:4318"},
+        {"receivers.grpc.listen", "0.0.0.0:4317"},
         {"export.file_sink", "otel2langfuse-events.jsonl"},
         {"log.level", "info"},
         {"mapping.control_flow_exceptions",
@@ -288,6 +304,7 @@ int o2l_config_defaults(struct o2l_config *cfg)
 
     memset(cfg, 0, sizeof(*cfg));
     cfg->http_max_body_bytes = 64 * MIB;
+    cfg->grpc_max_message_bytes = 4 * MIB;
     /* The exporter owns its defaults; the settings start from them. */
     o2l_exporter_config_defaults(&ec);
     cfg->flush_interval_ms = ec.flush_interval_ms;
@@ -510,7 +527,8 @@ static int load_env(struct o2l_config *cfg, char **envp, char *err,
     for (size_t i = 0; i < O2L_ARRAY_LEN(settings); i++) {
         const char *v = env_get(envp, settings[i].env);
 
-        if (!v || !*v) {
+        /* Empty is unset, except where it is a value of its own. */
+        if (!v || (!*v && settings[i].check != check_listen_or_off)) {
             continue;
         }
         snprintf(origin, sizeof(origin), "environment %s", settings[i].env);
@@ -665,10 +683,11 @@ void o2l_config_log(const struct o2l_config *cfg, const struct o2l_log *log)
     char url[512];
 
     o2l_log_info(log, "config",
-                 "output=%s http=%s langfuse=%s public_key=%s "
+                 "output=%s http=%s grpc=%s langfuse=%s public_key=%s "
                  "flush_interval_ms=%llu batch_max_events=%llu "
                  "queue_max_events=%llu config_file=%s",
                  cfg->output, cfg->http_listen,
+                 *cfg->grpc_listen ? cfg->grpc_listen : "off",
                  creds ? url_for_log(cfg->base_url, url, sizeof(url))
                        : "(none: file sink)",
                  creds ? cfg->public_key : "(none)",

@@ -97,6 +97,7 @@ export async function startDaemon({ langfuseUrl, env = {}, args = [], name = 'da
             LANGFUSE_SECRET_KEY: SECRET_KEY,
             LANGFUSE_BASE_URL: langfuseUrl,
             O2L_HTTP_LISTEN: `127.0.0.1:${port}`,
+            O2L_GRPC_LISTEN: '127.0.0.1:0',
             O2L_FLUSH_INTERVAL_MS: '200',
             O2L_LOG_LEVEL: 'debug',
             O2L_FILE_SINK: path.join(dir, 'events.jsonl'),

@@ -6,8 +6,8 @@ set -euo pipefail
 
 build_pkgs="build-essential cmake pkg-config protobuf-c-compiler
 libprotobuf-c-dev libnghttp2-dev libevent-dev libcurl4-openssl-dev
-libcjson-dev zlib1g-dev uuid-dev libyaml-dev libsqlite3-dev"
-test_pkgs="libcmocka-dev nodejs npm curl"
+libcjson-dev zlib1g-dev uuid-dev libyaml-dev libsqlite3-dev libssl-dev"
+test_pkgs="libcmocka-dev nodejs npm curl openssl"
 
 want="$build_pkgs"
 if [ "${1:-}" = "--test" ]; then

@@ -18,6 +18,7 @@
 #include "o2l/log.h"
 #include "o2l/otlp.h"
 #include "o2l/pipeline.h"
+#include "o2l/tls.h"
 
 extern char **environ;
 
@@ -40,6 +41,8 @@ struct daemon {
     struct o2l_pipeline pipeline;
     struct o2l_http_receiver *http;
     struct o2l_grpc_receiver *grpc;
+    struct o2l_tls *http_tls; /* NULL without TLS settings */
+    struct o2l_tls *grpc_tls;
     struct event *sigterm;
     struct event *sigint;
     struct event *sighup;
@@ -231,6 +234,44 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     }
 }
 
+static bool grpc_enabled(const struct o2l_config *cfg)
+{
+    return cfg->grpc_listen && *cfg->grpc_listen &&
+           strcmp(cfg->grpc_listen, "off") != 0;
+}
+
+/*
+ * Loads the receivers' certificate and key, when set, before anything
+ * listens: a file that cannot be used stops the start. Each receiver has
+ * its own context because each negotiates its own protocol.
+ */
+static int load_tls(struct daemon *d)
+{
+    const struct o2l_config *cfg = &d->cfg;
+    char err[512];
+
+    if (!cfg->tls_cert_file || !*cfg->tls_cert_file) {
+        return O2L_OK;
+    }
+    d->http_tls =
+        o2l_tls_new(cfg->tls_cert_file, cfg->tls_key_file, O2L_TLS_ALPN_HTTP1,
+                    &d->log, "http", err, sizeof(err));
+    if (d->http_tls && grpc_enabled(cfg)) {
+        d->grpc_tls =
+            o2l_tls_new(cfg->tls_cert_file, cfg->tls_key_file, O2L_TLS_ALPN_H2,
+                        &d->log, "grpc", err, sizeof(err));
+    }
+    if (!d->http_tls || (grpc_enabled(cfg) && !d->grpc_tls)) {
+        o2l_log_error(&d->log, "main", "%s", err);
+        return O2L_EINVAL;
+    }
+    o2l_log_info(&d->log, "main",
+                 "receivers serve TLS only (TLS 1.2 or newer) with the "
+                 "certificate in %s",
+                 cfg->tls_cert_file);
+    return O2L_OK;
+}
+
 /* Starts OTLP/gRPC unless it is turned off; logs the address bound. */
 static int start_grpc(struct daemon *d)
 {
@@ -245,6 +286,7 @@ static int start_grpc(struct daemon *d)
     gc.listen = listen;
     gc.max_message_bytes = (size_t)d->cfg.grpc_max_message_bytes;
     gc.idle_timeout_s = GRPC_IDLE_TIMEOUT_S;
+    gc.tls = d->grpc_tls;
     d->grpc = o2l_grpc_receiver_start(d->base, &gc, &d->pipeline, &d->log, err,
                                       sizeof(err));
     if (!d->grpc) {
@@ -316,6 +358,9 @@ static int cmd_serve(struct daemon *d)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(&d->log);
     o2l_config_log(&d->cfg, &d->log);
+    if (load_tls(d) != O2L_OK) {
+        return EXIT_USAGE;
+    }
     d->base = event_base_new();
     if (!d->base) {
         o2l_log_error(&d->log, "main", "cannot create the event loop");
@@ -334,6 +379,7 @@ static int cmd_serve(struct daemon *d)
     hc.listen = d->cfg.http_listen;
     hc.max_body_bytes = (size_t)d->cfg.http_max_body_bytes;
     hc.idle_timeout_s = 30;
+    hc.tls = d->http_tls;
     d->http = o2l_http_receiver_start(d->base, &hc, &d->pipeline, &d->log, err,
                                       sizeof(err));
     if (!d->http) {
@@ -384,6 +430,9 @@ static void daemon_free(struct daemon *d)
     }
     o2l_http_receiver_free(d->http);
     o2l_grpc_receiver_free(d->grpc);
+    /* After the receivers: their connections refer to these. */
+    o2l_tls_free(d->http_tls);
+    o2l_tls_free(d->grpc_tls);
     o2l_exporter_destroy(d->exporter);
     if (d->base) {
         event_base_free(d->base);

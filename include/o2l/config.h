@@ -26,6 +26,8 @@ struct o2l_config {
     uint64_t http_max_body_bytes;
     char *grpc_listen; /* host:port; "" or "off" disables OTLP/gRPC */
     uint64_t grpc_max_message_bytes;
+    char *tls_cert_file; /* PEM; with tls_key_file, both receivers use TLS */
+    char *tls_key_file;  /* PEM, unencrypted; never logged */
 
     /* export */
     uint64_t flush_interval_ms;

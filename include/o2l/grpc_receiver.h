@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * grpc_receiver.h - the OTLP/gRPC receiver: TraceService/Export and the
- * standard health check over HTTP/2 without TLS (h2c, prior knowledge),
- * identity or gzip messages. Runs on the caller's libevent loop and feeds
- * the same pipeline as the HTTP receiver.
+ * standard health check over HTTP/2, either without TLS (h2c, prior
+ * knowledge) or over TLS with ALPN h2; identity or gzip messages. Runs on the
+ * caller's libevent loop and feeds the same pipeline as the HTTP receiver.
  */
 #ifndef O2L_GRPC_RECEIVER_H
 #define O2L_GRPC_RECEIVER_H
@@ -16,10 +16,14 @@
 #include "o2l/log.h"
 #include "o2l/pipeline.h"
 
+struct o2l_tls;
+
 struct o2l_grpc_receiver_config {
     const char *listen;       /* host:port; port 0 picks a free one */
     size_t max_message_bytes; /* one request message, after decompression */
     uint32_t idle_timeout_s;  /* 0: 300; a silent connection is closed */
+    struct o2l_tls *tls;      /* NULL: h2c; else TLS only (ALPN h2). Must
+                                 outlive the receiver */
 };
 
 struct o2l_grpc_receiver;

@@ -2,7 +2,7 @@
 /*
  * http_receiver.h - the OTLP/HTTP receiver: POST /v1/traces with protobuf
  * or JSON bodies, gzip or identity, answered as the OTLP specification
- * says. Runs on the caller's libevent loop.
+ * says, over plain HTTP/1.1 or HTTPS. Runs on the caller's libevent loop.
  */
 #ifndef O2L_HTTP_RECEIVER_H
 #define O2L_HTTP_RECEIVER_H
@@ -15,10 +15,14 @@
 #include "o2l/log.h"
 #include "o2l/pipeline.h"
 
+struct o2l_tls;
+
 struct o2l_http_receiver_config {
     const char *listen;      /* host:port; port 0 picks a free one */
     size_t max_body_bytes;   /* after decompression */
     uint32_t idle_timeout_s; /* slow or idle clients are dropped */
+    struct o2l_tls *tls;     /* NULL: plain HTTP; else HTTPS only. Must
+                                outlive the receiver */
 };
 
 struct o2l_http_receiver;

@@ -115,6 +115,12 @@ static const struct setting settings[] = {
     {"receivers.grpc.max_message_bytes", "O2L_GRPC_MAX_MESSAGE_BYTES",
      "--grpc-max-message-bytes", KIND_UINT, OFF(grpc_max_message_bytes), 1024,
      1024 * MIB, NULL, "largest gRPC request message, after decompression"},
+    {"receivers.tls.cert_file", "O2L_TLS_CERT_FILE", "--tls-cert-file",
+     KIND_STRING, OFF(tls_cert_file), 0, 0, NULL,
+     "PEM certificate chain; with the key, both receivers serve TLS only"},
+    {"receivers.tls.key_file", "O2L_TLS_KEY_FILE", "--tls-key-file",
+     KIND_STRING, OFF(tls_key_file), 0, 0, NULL,
+     "PEM private key (unencrypted) of receivers.tls.cert_file"},
     {"export.flush_interval_ms", "O2L_FLUSH_INTERVAL_MS", "--flush-interval-ms",
      KIND_UINT, OFF(flush_interval_ms), 1, 3600000, NULL,
      "send a partial batch after this long"},
@@ -642,6 +648,16 @@ int o2l_config_validate(const struct o2l_config *cfg, char *err, size_t err_len)
                  "(LANGFUSE_BASE_URL or LANGFUSE_HOST)");
         return O2L_EINVAL;
     }
+    if ((cfg->tls_cert_file && *cfg->tls_cert_file) !=
+        (cfg->tls_key_file && *cfg->tls_key_file)) {
+        snprintf(err, err_len,
+                 "setting %s: set both receivers.tls.cert_file and "
+                 "receivers.tls.key_file, or neither",
+                 cfg->tls_cert_file && *cfg->tls_cert_file
+                     ? "receivers.tls.key_file"
+                     : "receivers.tls.cert_file");
+        return O2L_EINVAL;
+    }
     if (cfg->retry_initial_ms > cfg->retry_max_ms) {
         snprintf(err, err_len,
                  "setting export.retry_initial_ms: larger "
@@ -683,11 +699,13 @@ void o2l_config_log(const struct o2l_config *cfg, const struct o2l_log *log)
     char url[512];
 
     o2l_log_info(log, "config",
-                 "output=%s http=%s grpc=%s langfuse=%s public_key=%s "
+                 "output=%s http=%s grpc=%s tls=%s langfuse=%s public_key=%s "
                  "flush_interval_ms=%llu batch_max_events=%llu "
                  "queue_max_events=%llu config_file=%s",
                  cfg->output, cfg->http_listen,
                  *cfg->grpc_listen ? cfg->grpc_listen : "off",
+                 cfg->tls_cert_file && *cfg->tls_cert_file ? cfg->tls_cert_file
+                                                           : "off",
                  creds ? url_for_log(cfg->base_url, url, sizeof(url))
                        : "(none: file sink)",
                  creds ? cfg->public_key : "(none)",

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * grpc_receiver.c - OTLP/gRPC on nghttp2's server session over libevent
- * bufferevents (h2c with prior knowledge). Each request is a unary call:
- * its one length-prefixed message is collected as DATA arrives, then
- * decoded and handed to the pipeline when the client ends the stream.
- * TODO: no TLS; clients must use plaintext (insecure) channels, so the
- * port belongs on a trusted network or behind a TLS-terminating proxy.
- * grpc-timeout is not read either: every call is answered at once.
+ * bufferevents: h2c with prior knowledge, or TLS (OpenSSL bufferevents)
+ * with ALPN h2, where a client without ALPN goes on with prior knowledge.
+ * Each request is a unary call: its one length-prefixed message is
+ * collected as DATA arrives, then decoded and handed to the pipeline when
+ * the client ends the stream.
+ * TODO: grpc-timeout is not read: every call is answered at once.
  */
 #include "o2l/grpc_receiver.h"
 
@@ -24,13 +24,16 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/listener.h>
 #include <event2/util.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
 
 #include "o2l/common.h"
 #include "o2l/grpc_frame.h"
 #include "o2l/otlp.h"
+#include "o2l/tls.h"
 
 /* gRPC status codes this server answers with. */
 enum grpc_status {
@@ -142,6 +145,7 @@ struct o2l_grpc_receiver {
     struct o2l_pipeline *pipeline;
     const struct o2l_log *log;
     nghttp2_session_callbacks *callbacks;
+    struct o2l_tls *tls; /* NULL: h2c */
     size_t max_message_bytes;
     uint32_t idle_timeout_s;
     int port;
@@ -893,7 +897,18 @@ static void on_conn_event(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
 
-    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        /* The TLS handshake is done; the ALPN callback refused non-h2. */
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
+        char desc[64];
+
+        if (ssl) {
+            o2l_log_debug(c->r->log, "grpc", "conn=%" PRIu64 " peer=%s %s",
+                          c->id, c->peer,
+                          o2l_tls_describe(ssl, desc, sizeof(desc)));
+        }
+        return;
+    }
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
         !c->closing) {
         /* Idle: say goodbye properly, then close once that is written. */
@@ -905,9 +920,14 @@ static void on_conn_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_ERROR) {
-        o2l_log_debug(c->r->log, "grpc", "conn=%" PRIu64 " peer=%s error: %s",
-                      c->id, c->peer,
-                      evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        unsigned long tls_err =
+            c->r->tls ? bufferevent_get_openssl_error(bev) : 0;
+        const char *why = tls_err ? ERR_reason_error_string(tls_err) : NULL;
+
+        o2l_log_debug(
+            c->r->log, "grpc", "conn=%" PRIu64 " peer=%s error: %s", c->id,
+            c->peer,
+            why ? why : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     }
     conn_free(c);
 }
@@ -950,6 +970,41 @@ static int conn_start_session(struct conn *c)
     return O2L_OK;
 }
 
+/*
+ * The connection's bufferevent: over TLS, the server side of a handshake
+ * that starts with the first bytes read. Frames nghttp2 queues before the
+ * handshake ends wait in its output. NULL (socket closed) on failure.
+ */
+static struct bufferevent *new_bufferevent(struct o2l_grpc_receiver *r,
+                                           evutil_socket_t fd)
+{
+    struct bufferevent *bev;
+    SSL *ssl;
+
+    if (!r->tls) {
+        bev = bufferevent_socket_new(r->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        if (!bev) {
+            evutil_closesocket(fd);
+        }
+        return bev;
+    }
+    ssl = o2l_tls_ssl_new(r->tls);
+    if (!ssl) {
+        evutil_closesocket(fd);
+        return NULL;
+    }
+    bev = bufferevent_openssl_socket_new(
+        r->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        SSL_free(ssl);
+        evutil_closesocket(fd);
+        return NULL;
+    }
+    /* Clients that close without a TLS close_notify are common. */
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
                       struct sockaddr *sa, int socklen, void *arg)
 {
@@ -971,10 +1026,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
     peer_name(sa, c->peer, sizeof(c->peer));
     /* Small answers should not wait for Nagle's algorithm. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->bev = bufferevent_socket_new(r->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) {
-        evutil_closesocket(fd);
-    }
+    c->bev = new_bufferevent(r, fd);
     c->next = r->conns;
     if (r->conns) {
         r->conns->prev = c;
@@ -1131,6 +1183,7 @@ o2l_grpc_receiver_start(struct event_base *base,
     r->pipeline = pipeline;
     r->log = log;
     r->max_message_bytes = cfg->max_message_bytes;
+    r->tls = cfg->tls;
     r->idle_timeout_s =
         cfg->idle_timeout_s ? cfg->idle_timeout_s : DEFAULT_IDLE_TIMEOUT_S;
     if (make_callbacks(r) != O2L_OK) {

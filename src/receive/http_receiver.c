@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* http_receiver.c - OTLP/HTTP on libevent's evhttp. */
+/* http_receiver.c - OTLP/HTTP (or HTTPS) on libevent's evhttp. */
 #include "o2l/http_receiver.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,8 @@
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
@@ -19,6 +22,7 @@
 
 #include "o2l/common.h"
 #include "o2l/otlp.h"
+#include "o2l/tls.h"
 
 /* gRPC/google.rpc status codes used in OTLP/HTTP error bodies. */
 enum rpc_code {
@@ -54,6 +58,7 @@ struct o2l_http_receiver {
     struct o2l_pipeline *pipeline;
     const struct o2l_log *log;
     size_t max_body_bytes;
+    struct o2l_tls *tls; /* NULL: plain HTTP */
     int port;
     uint64_t requests;
 };
@@ -325,6 +330,44 @@ out:
     o2l_export_free(ex);
 }
 
+/* True when the request arrived over TLS. */
+static bool connection_is_tls(struct evhttp_request *req)
+{
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    struct bufferevent *bev =
+        conn ? evhttp_connection_get_bufferevent(conn) : NULL;
+
+    return bev && bufferevent_openssl_get_ssl(bev) != NULL;
+}
+
+/*
+ * evhttp asks for each accepted connection's bufferevent: a TLS one,
+ * given its socket by evhttp afterwards. When this returns NULL evhttp
+ * makes a plain one, which on_request then refuses.
+ */
+static struct bufferevent *make_tls_bufferevent(struct event_base *base,
+                                                void *arg)
+{
+    struct o2l_http_receiver *r = arg;
+    SSL *ssl = o2l_tls_ssl_new(r->tls);
+    struct bufferevent *bev;
+
+    if (!ssl) {
+        o2l_log_error(r->log, "http", "out of memory for a TLS connection");
+        return NULL;
+    }
+    bev = bufferevent_openssl_socket_new(
+        base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        SSL_free(ssl);
+        o2l_log_error(r->log, "http", "out of memory for a TLS connection");
+        return NULL;
+    }
+    /* Clients that close without a TLS close_notify are common. */
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct o2l_http_receiver *r = arg;
@@ -342,6 +385,12 @@ static void on_request(struct evhttp_request *req, void *arg)
 
     r->requests++;
     peer_of(req, peer, sizeof(peer));
+    if (r->tls && !connection_is_tls(req)) {
+        /* Only when creating its TLS state failed: refuse, do not read. */
+        o2l_log_error(r->log, "http", "peer=%s refused: no TLS state", peer);
+        send_unavailable(req, fmt, "temporarily out of memory, retry later");
+        return;
+    }
     if (!path || strcmp(path, TRACES_PATH) != 0) {
         send_status(req, HTTP_STATUS_NOT_FOUND, fmt, RPC_NOT_FOUND,
                     "not found: OTLP traces are accepted at " TRACES_PATH);
@@ -521,6 +570,7 @@ o2l_http_receiver_start(struct event_base *base,
     r->pipeline = pipeline;
     r->log = log;
     r->max_body_bytes = cfg->max_body_bytes;
+    r->tls = cfg->tls;
     if (split_listen(cfg->listen, host, sizeof(host), &port) != O2L_OK) {
         snprintf(err, err_len, "bad listen address %s", cfg->listen);
         goto fail;
@@ -544,6 +594,9 @@ o2l_http_receiver_start(struct event_base *base,
                      EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS |
                      EVHTTP_REQ_PATCH);
     evhttp_set_gencb(r->http, on_request, r);
+    if (r->tls) {
+        evhttp_set_bevcb(r->http, make_tls_bufferevent, r);
+    }
     errno = 0;
     r->sock = evhttp_bind_socket_with_handle(r->http, host, (ev_uint16_t)port);
     if (!r->sock) {

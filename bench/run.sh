@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# run.sh - end-to-end benchmark of the OTLP/HTTP path:
+# run.sh - end-to-end benchmark of the OTLP/HTTP and OTLP/gRPC paths:
 #
-#   wrk (core 1) --POST /v1/traces--> otel2langfuse serve (core 0)
-#       --POST /api/public/ingestion--> sink.mjs (core 1)
+#   wrk (core 1) --POST /v1/traces---------------+
+#   h2load (core 1) --gRPC TraceService/Export---+--> otel2langfuse serve
+#       (core 0) --POST /api/public/ingestion--> sink.mjs (core 1)
 #
-# For each case it measures the spans/s the daemon acknowledged (200s only),
+# For each case it measures the spans/s the daemon acknowledged (HTTP 200 or
+# gRPC OK only),
 # the events/s that actually reached the sink, MB/s in and out, the daemon's
 # CPU use and its peak RSS (VmHWM), then prints a table and the ratio to the
 # targets (>= 40,000 LLM-sized spans/s end to end on one core, peak RSS
@@ -15,23 +17,29 @@
 #
 # Usage: bench/run.sh [options]
 #   --duration S      seconds of load per case (default 15)
-#   --connections N   wrk connections (default 4)
+#   --connections N   wrk / h2load connections (default 4)
+#   --streams N       h2load streams in flight per connection (default 1, so
+#                     that both paths keep --connections requests in flight)
 #   --repeat N        run every case N times (default 1); the target lines
 #                     use the median end-to-end rate of a case
 #   --cases LIST      comma-separated among small,small-gzip,llm,llm-gzip
-#                     (default: all four)
+#                     (OTLP/HTTP, wrk) and grpc-small,grpc-small-gzip,
+#                     grpc-llm,grpc-llm-gzip (OTLP/gRPC, h2load);
+#                     default: all eight
 #   --batch-max-events N   O2L_BATCH_MAX_EVENTS of the daemon (default 500)
 #   --queue-max-events N   O2L_QUEUE_MAX_EVENTS (default 1000000)
 #   --queue-max-bytes N    O2L_QUEUE_MAX_BYTES (default 1073741824)
 #   --drain-max S     longest wait for the sink to stop growing (default 60)
 #   --env NAME=VALUE  one more environment variable for the daemon (repeatable)
-#   --perf            profile the daemon during the llm case (perf record,
+#   --perf            profile the daemon during the llm case (or grpc-llm
+#                     when llm is not among the cases; perf record,
 #                     DWARF call graphs), or where perf cannot record, callgrind on
 #                     `otel2langfuse convert` of the LLM fixture
 #   --callgrind       skip perf; callgrind of `convert` on the LLM fixture
 #   --no-build        use the existing build-bench/otel2langfuse
 #   --keep            keep the work directory (logs, perf data)
-#   --port N          first of the two loopback ports used (default 18480)
+#   --port N          first of the three loopback ports used (default
+#                     18480): daemon HTTP, sink, daemon gRPC
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,7 +49,8 @@ bin="$build/otel2langfuse"
 
 duration=15
 connections=4
-cases="small,small-gzip,llm,llm-gzip"
+streams=1
+cases="small,small-gzip,llm,llm-gzip,grpc-small,grpc-small-gzip,grpc-llm,grpc-llm-gzip"
 batch_max_events=500
 queue_max_events=1000000
 queue_max_bytes=1073741824
@@ -59,6 +68,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --duration) duration="$2"; shift 2 ;;
     --connections) connections="$2"; shift 2 ;;
+    --streams) streams="$2"; shift 2 ;;
     --cases) cases="$2"; shift 2 ;;
     --batch-max-events) batch_max_events="$2"; shift 2 ;;
     --queue-max-events) queue_max_events="$2"; shift 2 ;;
@@ -71,11 +81,11 @@ while [ $# -gt 0 ]; do
     --no-build) do_build=0; shift ;;
     --keep) keep=1; shift ;;
     --port) port="$2"; shift 2 ;;
-    -h | --help) sed -n '3,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '3,42p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
-for n in "$duration" "$repeat" "$connections" "$batch_max_events" "$queue_max_events" \
+for n in "$duration" "$repeat" "$connections" "$streams" "$batch_max_events" "$queue_max_events" \
     "$queue_max_bytes" "$drain_max" "$port"; do
     case "$n" in
     '' | *[!0-9]*) echo "run.sh: expected a whole number, got '$n'" >&2; exit 2 ;;
@@ -86,8 +96,32 @@ if [ "$duration" -lt 1 ] || [ "$duration" -gt 600 ]; then
     exit 2
 fi
 
+if [ "$connections" -lt 1 ] || [ "$streams" -lt 1 ] || [ "$repeat" -lt 1 ]; then
+    echo "run.sh: --connections, --streams and --repeat must be at least 1" >&2
+    exit 2
+fi
+
+IFS=',' read -r -a case_list <<<"$cases"
+want_http=0
+want_grpc=0
+for c in "${case_list[@]}"; do
+    case "$c" in
+    small | small-gzip | llm | llm-gzip) want_http=1 ;;
+    grpc-small | grpc-small-gzip | grpc-llm | grpc-llm-gzip) want_grpc=1 ;;
+    *) echo "run.sh: unknown case $c" >&2; exit 2 ;;
+    esac
+done
+
+# --perf records the llm case, or grpc-llm when llm is not asked for
+perf_case=llm
+case ",$cases," in
+*,llm,*) ;;
+*,grpc-llm,*) perf_case=grpc-llm ;;
+esac
+
 daemon_port=$port
 sink_port=$((port + 1))
+grpc_port=$((port + 2))
 work="$(mktemp -d /tmp/o2l-bench.XXXXXX)"
 sink_pid=""
 daemon_pid=""
@@ -125,7 +159,12 @@ now_ms() { date +%s%3N; }
 
 # --- tools ------------------------------------------------------------------
 need_pkgs=()
-command -v wrk >/dev/null 2>&1 || need_pkgs+=(wrk)
+if [ "$want_http" = 1 ]; then
+    command -v wrk >/dev/null 2>&1 || need_pkgs+=(wrk)
+fi
+if [ "$want_grpc" = 1 ]; then
+    command -v h2load >/dev/null 2>&1 || need_pkgs+=(nghttp2-client)
+fi
 command -v perf >/dev/null 2>&1 || need_pkgs+=(linux-perf)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v taskset >/dev/null 2>&1 || need_pkgs+=(util-linux)
@@ -141,11 +180,16 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
         { echo "run.sh: apt-get install ${need_pkgs[*]} failed, see $work/apt.log" >&2; keep=1; exit 1; }
 fi
 command -v node >/dev/null 2>&1 || { echo "run.sh: node (20+) is needed for the sink" >&2; exit 1; }
-command -v wrk >/dev/null 2>&1 || { echo "run.sh: wrk is not installed" >&2; exit 1; }
+if [ "$want_http" = 1 ]; then
+    command -v wrk >/dev/null 2>&1 || { echo "run.sh: wrk is not installed" >&2; exit 1; }
+fi
+if [ "$want_grpc" = 1 ]; then
+    command -v h2load >/dev/null 2>&1 || { echo "run.sh: h2load is not installed" >&2; exit 1; }
+fi
 
 ncpu="$(nproc)"
 if [ "$ncpu" -lt 2 ]; then
-    echo "run.sh: needs 2 cores (daemon on core 0, wrk and sink on core 1)" >&2
+    echo "run.sh: needs 2 cores (daemon on core 0, load and sink on core 1)" >&2
     exit 1
 fi
 
@@ -173,6 +217,21 @@ fi
 gzip -9 -c "$small_pb" >"$work/small_100.pb.gz"
 gzip -9 -c "$llm_pb" >"$work/llm_512.pb.gz"
 
+# grpc_frame FLAG IN OUT: IN as one gRPC length-prefixed message: the flag
+# byte (0 plain, 1 compressed with grpc-encoding), the length as 4 bytes
+# big-endian, then the bytes.
+grpc_frame() {
+    local n
+    n="$(stat -c %s "$2")"
+    printf '%b' "$(printf '\\x%02x' "$1" $(((n >> 24) & 255)) $(((n >> 16) & 255)) \
+        $(((n >> 8) & 255)) $((n & 255)))" >"$3"
+    cat "$2" >>"$3"
+}
+grpc_frame 0 "$small_pb" "$work/small_100.grpc"
+grpc_frame 1 "$work/small_100.pb.gz" "$work/small_100.gz.grpc"
+grpc_frame 0 "$llm_pb" "$work/llm_512.grpc"
+grpc_frame 1 "$work/llm_512.pb.gz" "$work/llm_512.gz.grpc"
+
 # The number of events one request becomes, counted on `convert` output
 # with the marker the sink counts.
 events_of() {
@@ -197,8 +256,11 @@ json_num() { # json_num KEY JSON -> the number at "KEY":<number>
 sink_stats() { curl -s --max-time 5 "http://127.0.0.1:$sink_port/stats"; }
 
 log "starting the sink on 127.0.0.1:$sink_port (core 1)"
+# its own time limit: every case at its longest (load, drain, daemon start
+# and stop), plus a margin
 taskset -c 1 node "$here/sink.mjs" --port "$sink_port" \
-    --max-seconds $((duration * 8 + drain_max * 4 + 600)) >"$work/sink.log" 2>&1 &
+    --max-seconds $(((duration + drain_max + 60) * ${#case_list[@]} * repeat + 300)) \
+    >"$work/sink.log" 2>&1 &
 sink_pid=$!
 for _ in $(seq 1 50); do
     grep -q 'sink listening' "$work/sink.log" 2>/dev/null && break
@@ -219,24 +281,75 @@ cpu_ticks() { # utime + stime of a pid, in clock ticks
 results="$work/results.txt"
 : >"$results"
 
-# run_case NAME FILE ENCODING SPANS EVENTS
+# An OK answer to Export carries one framed, empty
+# ExportTraceServiceResponse (5 bytes of DATA) before the grpc-status 0
+# trailer; a refusal (UNAVAILABLE when the queue is full, or any other
+# error) is a trailers-only response with no DATA at all, yet HTTP status
+# 200, which h2load counts as a success. So the OK answers are the DATA
+# bytes h2load received / 5 (none of the fixtures has a rejected span, which
+# would make the answer longer).
+grpc_ok_bytes=5
+
+# h2load_summary OUTPUT REQUEST_LOG: h2load's figures as the one line
+# bench/wrk/post_body.lua prints for wrk, "o2l-wrk {...}"; status_200 holds
+# the gRPC OK answers, status_503 the other HTTP 200s (gRPC errors),
+# status_other what h2load counted as failed. Latency percentiles come from
+# the per-request log (third column: microseconds to the end of the answer).
+h2load_summary() {
+    local p50 p99
+    read -r p50 p99 < <(cut -f3 "$2" 2>/dev/null | sort -n |
+        awk '{ v[NR] = $1 } END {
+            if (NR == 0) { print 0, 0; exit }
+            i = int(NR * 0.50 + 0.5); if (i < 1) i = 1
+            j = int(NR * 0.99 + 0.5); if (j < 1) j = 1; if (j > NR) j = NR
+            print v[i], v[j]
+        }')
+    awk -v okb="$grpc_ok_bytes" -v p50="$p50" -v p99="$p99" '
+    function us(v) { # "10.00s", "523.12ms", "800us" -> microseconds
+        if (v ~ /us$/) return v + 0
+        if (v ~ /ms$/) return v * 1000
+        return v * 1e6
+    }
+    /^finished in / { sub(/,$/, "", $3); dur = us($3) }
+    /^requests: / { total = $2; done = $6; failed = $10; errored = $12; tmo = $14 }
+    /^status codes: / { s2 = $3 + 0; s3 = $5; s4 = $7; s5 = $9 }
+    /^traffic: / {
+        for (i = 1; i <= NF; i++)
+            if ($i == "data") { d = $(i - 1); gsub(/[()]/, "", d) }
+    }
+    END {
+        if (dur == "" || total == "") exit 1
+        ok = int(d / okb)
+        if (ok > s2) ok = s2
+        printf "o2l-wrk {\"requests\":%d,\"duration_us\":%d,\"status_200\":%d," \
+            "\"status_503\":%d,\"status_other\":%d,\"status_2xx\":%d,\"data_bytes\":%d," \
+            "\"errored\":%d,\"timeout\":%d,\"latency_p50_us\":%d,\"latency_p99_us\":%d}\n",
+            done, dur, ok, s2 - ok, failed, s2, d, errored, tmo, p50, p99
+    }' "$1"
+}
+
+# run_case NAME FILE ENCODING SPANS EVENTS PROTO (http or grpc)
 run_case() {
-    local name="$1" file="$2" enc="$3" spans="$4" events="$5"
-    local body_bytes dlog wlog s0 s1 s2 t0 t1 c0 c1 c2 k0 k1 wrkline
+    local name="$1" file="$2" enc="$3" spans="$4" events="$5" proto="$6"
+    local body_bytes dlog wlog s0 s1 s2 t0 t1 c0 c1 c2 k0 k1 wrkline inflight
     body_bytes="$(stat -c %s "$file")"
     dlog="$work/daemon-$name.log"
-    wlog="$work/wrk-$name.log"
+    wlog="$work/load-$name.log"
 
-    log "case $name (run $run_index of $repeat): $spans spans/request, $events events/request, body $body_bytes bytes${enc:+ ($enc)}"
+    log "case $name (run $run_index of $repeat): $spans spans/request, $events events/request, body $body_bytes bytes${enc:+ ($enc)}, $proto"
+    # the gRPC listener always on the loopback (its default is 0.0.0.0:4317)
     env -i PATH="$PATH" \
         LANGFUSE_PUBLIC_KEY=pk-lf-bench LANGFUSE_SECRET_KEY=sk-lf-bench \
         LANGFUSE_BASE_URL="http://127.0.0.1:$sink_port" \
-        O2L_HTTP_LISTEN="127.0.0.1:$daemon_port" O2L_LOG_LEVEL=warn \
+        O2L_HTTP_LISTEN="127.0.0.1:$daemon_port" \
+        O2L_GRPC_LISTEN="127.0.0.1:$grpc_port" O2L_LOG_LEVEL=warn \
         O2L_QUEUE_MAX_EVENTS="$queue_max_events" \
         O2L_QUEUE_MAX_BYTES="$queue_max_bytes" \
         O2L_BATCH_MAX_EVENTS="$batch_max_events" ${extra_env[@]+"${extra_env[@]}"} \
         taskset -c 0 "$bin" serve >"$dlog" 2>&1 &
     daemon_pid=$!
+    # both listeners are bound before the event loop runs, so an answer on
+    # the HTTP port means the gRPC one is ready too
     local ready=0
     for _ in $(seq 1 100); do
         kill -0 "$daemon_pid" 2>/dev/null || break
@@ -252,7 +365,7 @@ run_case() {
         exit 1
     fi
 
-    if [ "$do_perf" = 1 ] && [ "$force_cg" = 0 ] && [ "$name" = llm ] &&
+    if [ "$do_perf" = 1 ] && [ "$force_cg" = 0 ] && [ "$name" = "$perf_case" ] &&
         [ "$run_index" = 1 ]; then
         perf record -F 499 --call-graph dwarf,32768 -p "$daemon_pid" -o "$work/perf.data" \
             -- sleep "$duration" >"$work/perf-record.log" 2>&1 &
@@ -264,9 +377,21 @@ run_case() {
     k0="$(core0_ticks)"
     t0="$(now_ms)"
     # in the background so that a signal to this script is handled at once
-    timeout $((duration + 30)) taskset -c 1 wrk -t1 -c"$connections" \
-        -d"${duration}s" --timeout 10s -s "$here/wrk/post_body.lua" \
-        "http://127.0.0.1:$daemon_port" -- "$file" "$enc" >"$wlog" 2>&1 &
+    if [ "$proto" = grpc ]; then
+        inflight=$((connections * streams))
+        local hdr=(-H 'content-type: application/grpc' -H 'te: trailers')
+        [ -n "$enc" ] && hdr+=(-H "grpc-encoding: $enc")
+        timeout $((duration + 30)) taskset -c 1 h2load -t1 -c"$connections" \
+            -m"$streams" -D"$duration" -d "$file" "${hdr[@]}" \
+            --log-file="$work/h2load-requests-$name.tsv" \
+            "http://127.0.0.1:$grpc_port/opentelemetry.proto.collector.trace.v1.TraceService/Export" \
+            >"$wlog" 2>&1 &
+    else
+        inflight=$connections
+        timeout $((duration + 30)) taskset -c 1 wrk -t1 -c"$connections" \
+            -d"${duration}s" --timeout 10s -s "$here/wrk/post_body.lua" \
+            "http://127.0.0.1:$daemon_port" -- "$file" "$enc" >"$wlog" 2>&1 &
+    fi
     wrk_pid=$!
     wait "$wrk_pid" || true
     wrk_pid=""
@@ -274,10 +399,15 @@ run_case() {
     c1="$(cpu_ticks "$daemon_pid")"
     k1="$(core0_ticks)"
     s1="$(sink_stats)"
-    wrkline="$(grep '^o2l-wrk ' "$wlog" | head -n 1 | cut -d' ' -f2-)"
+    if [ "$proto" = grpc ]; then
+        wrkline="$(h2load_summary "$wlog" "$work/h2load-requests-$name.tsv" |
+            cut -d' ' -f2-)" || wrkline=""
+    else
+        wrkline="$(grep '^o2l-wrk ' "$wlog" | head -n 1 | cut -d' ' -f2-)"
+    fi
     if [ -z "$wrkline" ]; then
         cat "$wlog" >&2
-        echo "run.sh: wrk printed no result for $name" >&2
+        echo "run.sh: the load tool printed no result for $name" >&2
         exit 1
     fi
 
@@ -317,8 +447,14 @@ run_case() {
     wait "$daemon_pid" 2>/dev/null || drc=$?
     daemon_pid=""
 
-    local wdur n200 n503 nother lat50 lat99
+    # refusals the daemon logged (at warn: queue full found after decoding;
+    # the cheaper refusal before reading the body is logged at debug only)
+    local logged_refusals
+    logged_refusals="$(grep -c 'answered UNAVAILABLE\|answered 503' "$dlog" || true)"
+
+    local wdur n200 n503 nother lat50 lat99 nreq
     wdur="$(json_num duration_us "$wrkline")"
+    nreq="$(json_num requests "$wrkline")"
     n200="$(json_num status_200 "$wrkline")"
     n503="$(json_num status_503 "$wrkline")"
     nother="$(json_num status_other "$wrkline")"
@@ -340,7 +476,8 @@ run_case() {
         -v by0="$by0" -v by2="$by2" -v t0="$t0" -v t1="$t1" -v last="$last_ms" \
         -v c0="$c0" -v c1="$c1" -v tck="$clk_tck" -v hwm="$hwm" \
         -v scpu0="$cpu0" -v scpu1="$cpu1" -v lat50="$lat50" -v lat99="$lat99" \
-        -v drc="$drc" -v k0="$k0" -v k1="$k1" -v c2="$c2" '
+        -v drc="$drc" -v k0="$k0" -v k1="$k1" -v c2="$c2" -v nreq="$nreq" \
+        -v inflight="$inflight" -v proto="$proto" -v logged="$logged_refusals" '
     BEGIN {
         secs = wdur / 1e6
         acked = n200 * spans / secs
@@ -364,57 +501,62 @@ run_case() {
         # spans delivered per CPU-second the daemon used from the start of
         # the load to the end of the drain: what one whole core would do
         per_cpu = c2 > c0 ? delivered * spans / events / ((c2 - c0) / tck) : 0
-        printf "%s %d %d %d %.0f %.0f %.0f %.0f %d %d %.1f %.1f %.0f %.0f %.1f %d %.1f %.1f %d %.0f %.0f %.0f\n",
+        # answers of any kind per second, as the load tool saw them
+        rps = (n200 + n503 + nother) / secs
+        printf "%s %d %d %d %.0f %.0f %.0f %.0f %d %d %.1f %.1f %.0f %.0f %.1f %d %.1f %.1f %d %.0f %.0f %.0f %.0f %d %s %d\n",
             name, n200, n503, nother, acked, e2e_spans, e2e_events, in_window,
             delivered, expected, mb_in, mb_out, cpu, scpu, hwm / 1024,
-            lat99 / 1000, lat50 / 1000, e2e_secs, drc, idle, steal, per_cpu
+            lat99 / 1000, lat50 / 1000, e2e_secs, drc, idle, steal, per_cpu,
+            rps, inflight, proto, logged
     }' >>"$results"
 }
 
-IFS=',' read -r -a case_list <<<"$cases"
-for c in "${case_list[@]}"; do
-    case "$c" in
-    small | small-gzip | llm | llm-gzip) ;;
-    *) echo "run.sh: unknown case $c" >&2; exit 2 ;;
-    esac
-done
 for r in $(seq 1 "$repeat"); do
     run_index=$r
     for c in "${case_list[@]}"; do
         case "$c" in
-        small) run_case small "$small_pb" "" "$small_spans" "$small_events" ;;
-        small-gzip) run_case small-gzip "$work/small_100.pb.gz" gzip "$small_spans" "$small_events" ;;
-        llm) run_case llm "$llm_pb" "" "$llm_spans" "$llm_events" ;;
-        llm-gzip) run_case llm-gzip "$work/llm_512.pb.gz" gzip "$llm_spans" "$llm_events" ;;
+        small) run_case small "$small_pb" "" "$small_spans" "$small_events" http ;;
+        small-gzip) run_case small-gzip "$work/small_100.pb.gz" gzip "$small_spans" "$small_events" http ;;
+        llm) run_case llm "$llm_pb" "" "$llm_spans" "$llm_events" http ;;
+        llm-gzip) run_case llm-gzip "$work/llm_512.pb.gz" gzip "$llm_spans" "$llm_events" http ;;
+        grpc-small) run_case grpc-small "$work/small_100.grpc" "" "$small_spans" "$small_events" grpc ;;
+        grpc-small-gzip) run_case grpc-small-gzip "$work/small_100.gz.grpc" gzip "$small_spans" "$small_events" grpc ;;
+        grpc-llm) run_case grpc-llm "$work/llm_512.grpc" "" "$llm_spans" "$llm_events" grpc ;;
+        grpc-llm-gzip) run_case grpc-llm-gzip "$work/llm_512.gz.grpc" gzip "$llm_spans" "$llm_events" grpc ;;
         esac
     done
 done
 
 # --- report -----------------------------------------------------------------
 echo
-echo "otel2langfuse OTLP/HTTP benchmark - $(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown) $(date -u +%Y-%m-%dT%H:%MZ)"
-echo "daemon pinned to core 0 (taskset -c 0); wrk -t1 -c$connections and the sink on core 1; ${duration}s of load per case"
+echo "otel2langfuse OTLP benchmark - $(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown) $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "daemon pinned to core 0 (taskset -c 0); the load (HTTP: wrk -t1 -c$connections, gRPC: h2load -t1 -c$connections -m$streams)"
+echo "and the sink on core 1; ${duration}s of load per case"
 echo "daemon: O2L_BATCH_MAX_EVENTS=$batch_max_events O2L_QUEUE_MAX_EVENTS=$queue_max_events O2L_QUEUE_MAX_BYTES=$queue_max_bytes ${extra_env[*]+${extra_env[*]}}"
 echo
 awk 'BEGIN {
-    printf "%-10s %6s %4s %5s %8s %8s %8s %9s %9s %9s %9s %6s %6s %5s %5s %5s %5s %7s %6s %6s\n",
-        "case", "200s", "503s", "other", "acked", "e2e", "e2e", "events/s", "spans per", "delivered", "expected",
+    printf "%-15s %7s %7s %7s %5s %8s %8s %8s %9s %9s %9s %9s %6s %6s %5s %5s %5s %5s %7s %6s %6s\n",
+        "case", "req/s", "ok", "refused", "other", "acked", "e2e", "e2e", "events/s", "spans per", "delivered", "expected",
         "MB/s", "MB/s", "cpu%", "idle%", "steal", "sink", "peakRSS", "p50", "p99"
-    printf "%-10s %6s %4s %5s %8s %8s %8s %9s %9s %9s %9s %6s %6s %5s %5s %5s %5s %7s %6s %6s\n",
-        "", "", "", "", "spans/s", "spans/s", "events/s", "in window", "cpu-sec", "events", "events",
+    printf "%-15s %7s %7s %7s %5s %8s %8s %8s %9s %9s %9s %9s %6s %6s %5s %5s %5s %5s %7s %6s %6s\n",
+        "", "", "", "", "", "spans/s", "spans/s", "events/s", "in window", "cpu-sec", "events", "events",
         "in", "out", "", "core0", "core0", "cpu%", "MB", "ms", "ms"
 }
 {
-    printf "%-10s %6d %4d %5d %8d %8d %8d %9d %9d %9d %9d %6.1f %6.1f %5d %5d %5d %5d %7.1f %6.1f %6d\n",
-        $1, $2, $3, $4, $5, $6, $7, $8, $22, $9, $10, $11, $12, $13, $20, $21, $14, $15, $17, $16
+    printf "%-15s %7d %7d %7d %5d %8d %8d %8d %9d %9d %9d %9d %6.1f %6.1f %5d %5d %5d %5d %7.1f %6.1f %6d\n",
+        $1, $23, $2, $3, $4, $5, $6, $7, $8, $22, $9, $10, $11, $12, $13, $20, $21, $14, $15, $17, $16
 }' "$results"
 echo
+echo "req/s: answers of any kind per second as the load tool saw them; ok: HTTP 200 (wrk) or"
+echo "gRPC OK (h2load: answers with the 5-byte OK message); refused: HTTP 503, or for gRPC the"
+echo "HTTP 200s without it (trailers-only grpc-status != 0, e.g. 14 UNAVAILABLE when the queue"
+echo "is full), which h2load counts as successes; other: any other answer or failed request."
 echo "cpu%: the daemon (all its threads) over the load window; idle%/steal: core 0 idle and"
 echo "taken by the hypervisor over that window; sink cpu%: the sink on core 1; spans per"
 echo "cpu-sec: spans delivered per CPU-second the daemon used (load + drain), i.e. what one"
 echo "core wholly given to the daemon would carry."
 echo
-echo "acked spans/s: 200 answers x spans per request / wrk time; e2e: events that reached"
+echo "acked spans/s: ok answers x spans per request / load time; e2e: events that reached"
 echo "the sink / (last arrival - start of load), spans/s = that x spans/events per request."
 echo
 awk '{ n[$1]++; e2e[$1, n[$1]] = $6; if ($15 > rss[$1]) rss[$1] = $15; if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }
@@ -425,25 +567,42 @@ END {
         m = n[c]
         for (a = 1; a <= m; a++) v[a] = e2e[c, a]
         for (a = 2; a <= m; a++) { x = v[a]; for (b = a - 1; b >= 1 && v[b] > x; b--) v[b + 1] = v[b]; v[b + 1] = x }
-        med = (m % 2) ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
-        if (c ~ /^llm/)
-            printf "target %-10s e2e %6d LLM-sized spans/s vs 40000: %.2fx   peak RSS %.1f MB vs 64 MB: %s\n",
-                c, med, med / 40000, rss[c], (rss[c] < 64 ? "under" : "OVER")
+        med[c] = (m % 2) ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
+        if (c ~ /llm/)
+            printf "target %-15s e2e %6d LLM-sized spans/s vs 40000: %.2fx   peak RSS %.1f MB vs 64 MB: %s\n",
+                c, med[c], med[c] / 40000, rss[c], (rss[c] < 64 ? "under" : "OVER")
         else
-            printf "       %-10s e2e %6d small spans/s (no target)          peak RSS %.1f MB vs 64 MB: %s\n",
-                c, med, rss[c], (rss[c] < 64 ? "under" : "OVER")
+            printf "       %-15s e2e %6d small spans/s (no target)          peak RSS %.1f MB vs 64 MB: %s\n",
+                c, med[c], rss[c], (rss[c] < 64 ? "under" : "OVER")
+    }
+    # the same body over both paths
+    for (i = 1; i <= k; i++) {
+        c = order[i]
+        if (c !~ /^grpc-/) continue
+        h = substr(c, 6)
+        if (!(h in med) || med[h] == 0) continue
+        printf "gRPC vs HTTP  %-10s e2e %6d vs %6d spans/s (%.2fx)   peak RSS %.1f vs %.1f MB\n",
+            h, med[c], med[h], med[c] / med[h], rss[c], rss[h]
     }
 }' "$results"
-awk '$9 < $10 {
+awk '$3 > 0 {
+    printf "note: %s: %d requests refused (%s), not counted as acknowledged\n", $1, $3,
+        ($25 == "grpc" ? "gRPC status != 0 in a 200" : "HTTP 503")
+}
+$26 > 0 {
+    printf "note: %s: the daemon logged %d UNAVAILABLE or 503 answers at warn level\n", $1, $26
+}
+$9 < $10 {
     printf "note: %s: the sink received %d events, fewer than the %d expected from the 200s\n", $1, $9, $10
 }
-$9 > $10 + conns * $10 / ($2 > 0 ? $2 : 1) {
+$9 > $10 + $24 * $10 / ($2 > 0 ? $2 : 1) {
     printf "note: %s: the sink received %d events, more than the %d expected from the 200s and the requests in flight at the stop\n", $1, $9, $10
 }
 $19 != 0 {
     printf "note: %s: the daemon exited with status %d after SIGTERM\n", $1, $19
-}' conns="$connections" "$results"
-echo "(the sink may count up to $connections requests more than the 200s: those in flight when wrk stopped)"
+}' "$results"
+echo "(the sink may count up to $connections (HTTP) or $((connections * streams)) (gRPC) requests more than the ok answers:"
+echo " those in flight when the load tool stopped)"
 
 # --- profile ----------------------------------------------------------------
 # Splits perf samples by pipeline stage: each sample goes to the innermost
@@ -476,10 +635,10 @@ if [ "$do_perf" = 1 ]; then
     if [ "$force_cg" = 0 ] && [ -s "$work/perf.data" ] &&
         perf report -i "$work/perf.data" --stdio --no-children --sort dso,symbol \
             -g none --percent-limit 0.7 >"$work/perf.txt" 2>"$work/perf-report.err"; then
-        echo "perf, daemon during the llm case: share of samples by stage"
+        echo "perf, daemon during the $perf_case case: share of samples by stage"
         perf script -i "$work/perf.data" -F tid,ip,sym 2>/dev/null | stage_split
         echo
-        echo "perf, daemon during the llm case: self time by function (top entries)"
+        echo "perf, daemon during the $perf_case case: self time by function (top entries)"
         grep -v '^#' "$work/perf.txt" | grep -v '^$' | sed 's/[ -]*$//' | head -n 30
         echo
         echo "(perf data: $work/perf.data; see the README for the caller views)"

@@ -886,7 +886,11 @@ static int batch_ready(struct o2l_exporter *ex, uint64_t now, uint64_t *wake)
         return 0;
     }
     due = ring_at(&ex->q, 0)->queued_ms + ex->cfg.flush_interval_ms;
-    if (ex->stopping || ex->q.len >= ex->cfg.batch_max_events) {
+    /* A full batch, or a queue that cannot grow into one, goes now. */
+    if (ex->stopping || ex->q.len >= ex->cfg.batch_max_events ||
+        ex->q_bytes >= ex->cfg.batch_max_bytes ||
+        ex->q.len >= ex->cfg.queue_max_events ||
+        ex->q_bytes >= ex->cfg.queue_max_bytes) {
         due = now;
     }
     if (ex->retry_at_ms > due) {
@@ -1021,7 +1025,9 @@ int o2l_exporter_submit(struct o2l_exporter *ex, struct o2l_event_list *events)
     ex->st.events_queued += events->len;
     /* The worker sleeps without a deadline only on an empty queue. */
     if ((was_empty && events->len > 0) ||
-        ex->q.len >= ex->cfg.batch_max_events) {
+        ex->q.len >= ex->cfg.batch_max_events ||
+        ex->q_bytes >= ex->cfg.batch_max_bytes ||
+        ex->q.len >= ex->cfg.queue_max_events) {
         pthread_cond_signal(&ex->cv);
     }
     o2l_free(events->items);

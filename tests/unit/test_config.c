@@ -113,6 +113,46 @@ static void test_config_keys_come_in_pairs(void **state)
     o2l_config_free(&cfg);
 }
 
+static void test_config_tls_files_come_in_pairs(void **state)
+{
+    struct o2l_config cfg;
+    char err[256];
+    char *envp[] = {"O2L_TLS_CERT_FILE=/etc/cert.pem", NULL};
+    char *envp2[] = {"O2L_TLS_CERT_FILE=/etc/cert.pem",
+                     "O2L_TLS_KEY_FILE=/etc/key.pem", NULL};
+
+    (void)state;
+    assert_int_equal(load(&cfg, 0, NULL, envp, err, sizeof(err)), O2L_EINVAL);
+    assert_non_null(strstr(err, "receivers.tls.key_file"));
+    o2l_config_free(&cfg);
+
+    assert_int_equal(load(&cfg, 0, NULL, envp2, err, sizeof(err)), O2L_OK);
+    assert_string_equal(cfg.tls_key_file, "/etc/key.pem");
+    o2l_config_free(&cfg);
+}
+
+static void test_config_grpc_can_be_turned_off(void **state)
+{
+    struct o2l_config cfg;
+    char err[256];
+    char *envp[] = {NULL};
+    char *off[] = {"O2L_GRPC_LISTEN=", NULL};
+    char *bad[] = {"O2L_GRPC_LISTEN=4317", NULL};
+
+    (void)state;
+    assert_int_equal(load(&cfg, 0, NULL, envp, err, sizeof(err)), O2L_OK);
+    assert_string_equal(cfg.grpc_listen, "0.0.0.0:4317");
+    o2l_config_free(&cfg);
+
+    assert_int_equal(load(&cfg, 0, NULL, off, err, sizeof(err)), O2L_OK);
+    assert_string_equal(cfg.grpc_listen, "");
+    o2l_config_free(&cfg);
+
+    assert_int_equal(load(&cfg, 0, NULL, bad, err, sizeof(err)), O2L_EINVAL);
+    assert_non_null(strstr(err, "receivers.grpc.listen"));
+    o2l_config_free(&cfg);
+}
+
 static void test_config_unknown_arguments_are_left_over(void **state)
 {
     struct o2l_config cfg;
@@ -142,6 +182,8 @@ int main(void)
         cmocka_unit_test(test_config_base_url_wins_over_host),
         cmocka_unit_test(test_config_wrong_value_names_the_setting),
         cmocka_unit_test(test_config_keys_come_in_pairs),
+        cmocka_unit_test(test_config_tls_files_come_in_pairs),
+        cmocka_unit_test(test_config_grpc_can_be_turned_off),
         cmocka_unit_test(test_config_unknown_arguments_are_left_over),
     };
 

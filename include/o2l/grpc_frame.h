@@ -64,16 +64,6 @@ size_t o2l_grpc_frame_reader_buffered(const struct o2l_grpc_frame_reader *r);
 void o2l_grpc_frame_reader_clear(struct o2l_grpc_frame_reader *r);
 
 /*
- * Inflates a gzip message (several gzip members join; a zlib stream is
- * accepted too) into a new o2l_malloc buffer, stopping as soon as the
- * output would pass |limit|. Returns O2L_OK with *out owned by the
- * caller, O2L_ETOOBIG, O2L_EPARSE (not gzip, truncated, or trailing
- * bytes) or O2L_ENOMEM.
- */
-int o2l_grpc_frame_inflate(const void *in, size_t in_len, size_t limit,
-                           unsigned char **out, size_t *out_len);
-
-/*
  * Writes |len| bytes of |msg| as one uncompressed length-prefixed message
  * into a new o2l_malloc buffer. Returns O2L_OK, O2L_ETOOBIG (over 4 GiB)
  * or O2L_ENOMEM.

@@ -32,6 +32,7 @@
 
 #include "o2l/common.h"
 #include "o2l/grpc_frame.h"
+#include "o2l/gunzip.h"
 #include "o2l/otlp.h"
 #include "o2l/tls.h"
 
@@ -579,8 +580,8 @@ static void on_request_end(struct stream *s)
         return;
     }
     if (compressed) {
-        rc = o2l_grpc_frame_inflate(msg, len, s->conn->r->max_message_bytes,
-                                    &inflated, &len);
+        rc = o2l_gunzip(msg, len, s->conn->r->max_message_bytes, &inflated,
+                        &len);
         if (rc == O2L_ETOOBIG) {
             answer_too_big(s, " after decompression");
             return;

@@ -18,9 +18,9 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
-#include <zlib.h>
 
 #include "o2l/common.h"
+#include "o2l/gunzip.h"
 #include "o2l/otlp.h"
 #include "o2l/tls.h"
 
@@ -177,96 +177,6 @@ static int parse_content_type(const char *ct, enum o2l_otlp_format *fmt)
         return O2L_OK;
     }
     return O2L_EUNSUPP;
-}
-
-/*
- * Inflates a gzip (or zlib) body into a new buffer, stopping as soon as
- * the output would pass |limit| so a small bomb cannot allocate much.
- * Returns O2L_OK, O2L_ETOOBIG, O2L_EPARSE or O2L_ENOMEM.
- */
-static int inflate_body(const unsigned char *in, size_t in_len, size_t limit,
-                        unsigned char **out, size_t *out_len)
-{
-    z_stream zs;
-    unsigned char *buf = NULL;
-    size_t cap = in_len * 4 + 4096, used = 0;
-    int zrc = Z_OK, rc = O2L_OK;
-
-    memset(&zs, 0, sizeof(zs));
-    /* 15 + 32: accept gzip and zlib headers, detected automatically. */
-    if (inflateInit2(&zs, 15 + 32) != Z_OK) {
-        return O2L_ENOMEM;
-    }
-    if (cap > limit + 1) {
-        cap = limit + 1;
-    }
-    zs.next_in = (unsigned char *)in;
-    zs.avail_in = (uInt)in_len;
-    while (zrc != Z_STREAM_END) {
-        if (used == cap) {
-            unsigned char *grown;
-            size_t next = cap * 2;
-
-            if (cap > limit) {
-                rc = O2L_ETOOBIG;
-                goto out;
-            }
-            if (next > limit + 1) {
-                next = limit + 1;
-            }
-            grown = o2l_realloc(buf, next);
-            if (!grown) {
-                rc = O2L_ENOMEM;
-                goto out;
-            }
-            buf = grown;
-            cap = next;
-        }
-        if (!buf) {
-            buf = o2l_malloc(cap);
-            if (!buf) {
-                rc = O2L_ENOMEM;
-                goto out;
-            }
-        }
-        zs.next_out = buf + used;
-        zs.avail_out = (uInt)(cap - used);
-        zrc = inflate(&zs, Z_NO_FLUSH);
-        used = cap - zs.avail_out;
-        if (zrc == Z_STREAM_END && zs.avail_in > 0) {
-            /*
-             * gzip allows several members one after another (RFC 1952);
-             * their contents join. Anything else after a member is an
-             * error, not something to ignore.
-             */
-            if (zs.avail_in < 2 || zs.next_in[0] != 0x1f ||
-                zs.next_in[1] != 0x8b || inflateReset(&zs) != Z_OK) {
-                rc = O2L_EPARSE;
-                goto out;
-            }
-            zrc = Z_OK;
-            continue;
-        }
-        if (zrc == Z_STREAM_END) {
-            break;
-        }
-        if (zrc != Z_OK || (zs.avail_in == 0 && zs.avail_out != 0)) {
-            rc = O2L_EPARSE;
-            goto out;
-        }
-    }
-    if (used > limit) {
-        rc = O2L_ETOOBIG;
-        goto out;
-    }
-    *out = buf;
-    *out_len = used;
-    buf = NULL;
-
-out:
-    inflateEnd(&zs);
-    o2l_free(buf);
-    return rc;
 }
 
 static void handle_export(struct o2l_http_receiver *r,
@@ -441,8 +351,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
     if (encoding && strcasecmp(encoding, "identity") != 0) {
         size_t out_len = 0;
-        int rc =
-            inflate_body(data, len, r->max_body_bytes, &inflated, &out_len);
+        int rc = o2l_gunzip(data, len, r->max_body_bytes, &inflated, &out_len);
 
         if (rc == O2L_ETOOBIG) {
             snprintf(msg, sizeof(msg),

@@ -13,6 +13,7 @@
 
 #include "o2l/common.h"
 #include "o2l/grpc_frame.h"
+#include "o2l/gunzip.h"
 #include "o2l/otlp_util.h"
 #include "google/rpc/status.pb-c.h"
 
@@ -221,8 +222,7 @@ static void test_grpc_frame_compressed_flag_is_reported(void **state)
     assert_int_equal(o2l_grpc_frame_reader_finish(&r, &msg, &len, &compressed),
                      O2L_OK);
     assert_true(compressed);
-    assert_int_equal(o2l_grpc_frame_inflate(msg, len, LIMIT, &out, &out_len),
-                     O2L_OK);
+    assert_int_equal(o2l_gunzip(msg, len, LIMIT, &out, &out_len), O2L_OK);
     assert_int_equal(out_len, sizeof(text));
     assert_memory_equal(out, text, sizeof(text));
     o2l_free(out);
@@ -242,14 +242,13 @@ static void test_grpc_frame_inflate_stops_a_gzip_bomb(void **state)
     assert_non_null(big);
     gz = gzip_of(big, big_len, &gz_len);
     assert_true(gz_len < 64 * 1024);
-    assert_int_equal(o2l_grpc_frame_inflate(gz, gz_len, LIMIT, &out, &out_len),
+    assert_int_equal(o2l_gunzip(gz, gz_len, LIMIT, &out, &out_len),
                      O2L_ETOOBIG);
     assert_null(out);
     /* Exactly at the limit inflates. */
     free(gz);
     gz = gzip_of(big, LIMIT, &gz_len);
-    assert_int_equal(o2l_grpc_frame_inflate(gz, gz_len, LIMIT, &out, &out_len),
-                     O2L_OK);
+    assert_int_equal(o2l_gunzip(gz, gz_len, LIMIT, &out, &out_len), O2L_OK);
     assert_int_equal(out_len, LIMIT);
     o2l_free(out);
     free(gz);
@@ -263,28 +262,23 @@ static void test_grpc_frame_inflate_rejects_broken_gzip(void **state)
     size_t gz_len, out_len = 0;
 
     (void)state;
-    assert_int_equal(
-        o2l_grpc_frame_inflate("not gzip", 8, LIMIT, &out, &out_len),
-        O2L_EPARSE);
-    assert_int_equal(o2l_grpc_frame_inflate("", 0, LIMIT, &out, &out_len),
+    assert_int_equal(o2l_gunzip("not gzip", 8, LIMIT, &out, &out_len),
                      O2L_EPARSE);
+    assert_int_equal(o2l_gunzip("", 0, LIMIT, &out, &out_len), O2L_EPARSE);
     gz = gzip_of(text, sizeof(text), &gz_len);
     /* Cut short. */
-    assert_int_equal(
-        o2l_grpc_frame_inflate(gz, gz_len - 4, LIMIT, &out, &out_len),
-        O2L_EPARSE);
+    assert_int_equal(o2l_gunzip(gz, gz_len - 4, LIMIT, &out, &out_len),
+                     O2L_EPARSE);
     /* Trailing garbage, and two members that join. */
     joined = malloc(2 * gz_len);
     assert_non_null(joined);
     memcpy(joined, gz, gz_len);
     memcpy(joined + gz_len, "xyz", 3);
-    assert_int_equal(
-        o2l_grpc_frame_inflate(joined, gz_len + 3, LIMIT, &out, &out_len),
-        O2L_EPARSE);
+    assert_int_equal(o2l_gunzip(joined, gz_len + 3, LIMIT, &out, &out_len),
+                     O2L_EPARSE);
     memcpy(joined + gz_len, gz, gz_len);
-    assert_int_equal(
-        o2l_grpc_frame_inflate(joined, 2 * gz_len, LIMIT, &out, &out_len),
-        O2L_OK);
+    assert_int_equal(o2l_gunzip(joined, 2 * gz_len, LIMIT, &out, &out_len),
+                     O2L_OK);
     assert_int_equal(out_len, 2 * sizeof(text));
     o2l_free(out);
     free(joined);

@@ -64,9 +64,9 @@ int o2l_exporter_start(struct o2l_exporter *ex);
 
 /*
  * Queues every event of |events|. On O2L_OK the exporter owns them and
- * |events| is left empty; on O2L_EFULL (queue bounds) or O2L_ESTOPPED
- * nothing is taken and the caller keeps |events|. An empty queue takes
- * any number of events, so no request is too large to ever fit.
+ * |events| is left empty; on O2L_EFULL (no room now), O2L_ETOOBIG (more
+ * events or bytes than the whole queue holds, so never) or O2L_ESTOPPED
+ * nothing is taken and the caller keeps |events|.
  */
 int o2l_exporter_submit(struct o2l_exporter *ex, struct o2l_event_list *events);
 
@@ -76,6 +76,9 @@ int o2l_exporter_submit(struct o2l_exporter *ex, struct o2l_event_list *events);
  * costs little.
  */
 bool o2l_exporter_accepting(struct o2l_exporter *ex);
+
+/* The queue's bound in events (fixed at creation). */
+size_t o2l_exporter_queue_max_events(const struct o2l_exporter *ex);
 
 /*
  * Stops accepting, sends what is queued for at most the configured

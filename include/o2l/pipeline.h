@@ -35,8 +35,10 @@ bool o2l_pipeline_accepting(struct o2l_pipeline *p);
 /*
  * Maps, encodes and queues |ex| for export. Returns O2L_OK once the
  * events are queued, O2L_EFULL when the exporter's queue is full (the
- * receiver answers 503 and the client retries), O2L_ESTOPPED during
- * shutdown, or O2L_ENOMEM. On any error nothing was queued.
+ * receiver answers 503 and the client retries), O2L_ETOOBIG when the
+ * request is larger than the whole queue (the client must send smaller
+ * requests or the queue be raised), O2L_ESTOPPED during shutdown, or
+ * O2L_ENOMEM. On any error nothing was queued.
  */
 int o2l_pipeline_submit(struct o2l_pipeline *p, const struct o2l_export *ex);
 

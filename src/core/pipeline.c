@@ -31,6 +31,10 @@ int o2l_pipeline_submit(struct o2l_pipeline *p, const struct o2l_export *ex)
     struct o2l_event_list events = {0};
     int rc;
 
+    /* Every span is at least one event: refuse before mapping. */
+    if (ex->n_spans > o2l_exporter_queue_max_events(p->exporter)) {
+        return O2L_ETOOBIG;
+    }
     rc = o2l_pipeline_encode(p, ex, &events);
     if (rc == O2L_OK && events.len > 0) {
         rc = o2l_exporter_submit(p->exporter, &events);

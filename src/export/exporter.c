@@ -105,8 +105,8 @@ void o2l_exporter_config_defaults(struct o2l_exporter_config *cfg)
     cfg->flush_interval_ms = 1000;
     cfg->batch_max_events = 500;
     cfg->batch_max_bytes = 3500000;
-    cfg->queue_max_events = 50000;
-    cfg->queue_max_bytes = (size_t)32 * 1024 * 1024;
+    cfg->queue_max_events = 100000;
+    cfg->queue_max_bytes = (size_t)128 * 1024 * 1024;
     cfg->request_timeout_ms = 30000;
     cfg->retry_initial_ms = 500;
     cfg->retry_max_ms = 30000;
@@ -974,6 +974,11 @@ int o2l_exporter_start(struct o2l_exporter *ex)
     return O2L_OK;
 }
 
+size_t o2l_exporter_queue_max_events(const struct o2l_exporter *ex)
+{
+    return ex->cfg.queue_max_events;
+}
+
 bool o2l_exporter_accepting(struct o2l_exporter *ex)
 {
     bool ok;
@@ -1001,12 +1006,14 @@ int o2l_exporter_submit(struct o2l_exporter *ex, struct o2l_event_list *events)
         rc = O2L_ESTOPPED;
         goto out;
     }
-    /*
-     * An empty queue takes any request, however large, so that a request
-     * bigger than the bounds is not refused for ever.
-     */
-    if (ex->q.len > 0 && (ex->q.len + events->len > ex->cfg.queue_max_events ||
-                          ex->q_bytes + bytes > ex->cfg.queue_max_bytes)) {
+    /* More than the whole queue holds: retrying would never help. */
+    if (events->len > ex->cfg.queue_max_events ||
+        bytes > ex->cfg.queue_max_bytes) {
+        rc = O2L_ETOOBIG;
+        goto out;
+    }
+    if (ex->q.len + events->len > ex->cfg.queue_max_events ||
+        ex->q_bytes + bytes > ex->cfg.queue_max_bytes) {
         rc = O2L_EFULL;
         goto out;
     }

@@ -4,7 +4,6 @@
 
 #include <string.h>
 
-
 #include "o2l/common.h"
 #include "o2l/otlp_util.h"
 #include "google/rpc/status.pb-c.h"

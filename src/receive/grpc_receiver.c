@@ -386,6 +386,14 @@ static void handle_export(struct stream *s, const unsigned char *msg,
     }
     if (ex->n_spans > 0) {
         rc = o2l_pipeline_submit(c->r->pipeline, ex);
+        if (rc == O2L_ETOOBIG) {
+            respond_status(s, O2L_LOG_WARN, HTTP_STATUS_OK,
+                           GRPC_STATUS_RESOURCE_EXHAUSTED,
+                           "request larger than the export queue "
+                           "(export.queue_max_events, export.queue_max_bytes): "
+                           "send smaller batches");
+            goto out;
+        }
         if (rc == O2L_EFULL || rc == O2L_ESTOPPED) {
             respond_status(s, O2L_LOG_WARN, HTTP_STATUS_OK,
                            GRPC_STATUS_UNAVAILABLE,

@@ -208,6 +208,17 @@ static void handle_export(struct o2l_http_receiver *r,
     }
     if (ex->n_spans > 0) {
         rc = o2l_pipeline_submit(r->pipeline, ex);
+        if (rc == O2L_ETOOBIG) {
+            o2l_log_warn(r->log, "http",
+                         "peer=%s spans=%zu answered 413: larger than the "
+                         "export queue",
+                         peer, ex->n_spans);
+            send_status(req, HTTP_STATUS_TOO_LARGE, fmt, RPC_RESOURCE_EXHAUSTED,
+                        "request larger than the export queue "
+                        "(export.queue_max_events, export.queue_max_bytes): "
+                        "send smaller batches");
+            goto out;
+        }
         if (rc == O2L_EFULL || rc == O2L_ESTOPPED) {
             o2l_log_warn(r->log, "http", "peer=%s spans=%zu answered 503: %s",
                          peer, ex->n_spans, o2l_strerror(rc));

@@ -209,6 +209,12 @@ describe('queue bounds', { skip: !haveBin && 'O2L_BIN is not set' }, () => {
             assert.equal(second.status, 503);
             assert.ok(Number(second.headers.get('retry-after')) > 0);
             assert.equal(JSON.parse(second.body.toString()).code, 14);
+
+            // More spans than the whole queue holds: never, not later.
+            const many = ['e1', 'e2', 'e3', 'e4', 'e5'].map((s) => span(`00000000000000${s}`));
+            const huge = await post(`${daemon.url}/v1/traces`, JSON.stringify(exportOf(many)), JSON_CT);
+            assert.equal(huge.status, 413);
+            assert.match(JSON.parse(huge.body.toString()).message, /larger than the export queue/);
         } finally {
             await daemon.stop().catch(() => {});
             await fake.close();

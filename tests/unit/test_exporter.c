@@ -194,8 +194,8 @@ static void test_exporter_config_defaults(void **state)
     assert_int_equal(cfg.flush_interval_ms, 1000);
     assert_int_equal(cfg.batch_max_events, 500);
     assert_int_equal(cfg.batch_max_bytes, 3500000);
-    assert_int_equal(cfg.queue_max_events, 50000);
-    assert_int_equal(cfg.queue_max_bytes, 32u * 1024 * 1024);
+    assert_int_equal(cfg.queue_max_events, 100000);
+    assert_int_equal(cfg.queue_max_bytes, 128u * 1024 * 1024);
     assert_int_equal(cfg.request_timeout_ms, 30000);
     assert_int_equal(cfg.retry_initial_ms, 500);
     assert_int_equal(cfg.retry_max_ms, 30000);
@@ -305,7 +305,7 @@ static void test_exporter_submit_respects_queue_bounds(void **state)
     o2l_exporter_destroy(NULL);
 }
 
-static void test_exporter_empty_queue_takes_an_oversized_request(void **state)
+static void test_exporter_refuses_more_than_the_queue_holds(void **state)
 {
     struct o2l_exporter_config cfg;
     struct o2l_event_list l = {0};
@@ -318,15 +318,15 @@ static void test_exporter_empty_queue_takes_an_oversized_request(void **state)
     ex = o2l_exporter_create(&cfg, &quiet_log);
     assert_non_null(ex);
 
-    /* Otherwise a request larger than the bounds would never fit. */
+    /* Too big for ever, even for an empty queue: not "retry later". */
     add_event(&l, "a");
     add_event(&l, "b");
     add_event(&l, "c");
-    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
-    assert_int_equal(l.len, 0);
-    add_event(&l, "d");
-    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_EFULL);
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_ETOOBIG);
+    assert_int_equal(l.len, 3);
     o2l_event_list_clear(&l);
+    add_event(&l, "d");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
     o2l_exporter_destroy(ex);
 }
 
@@ -702,7 +702,7 @@ int main(void)
         cmocka_unit_test(test_exporter_config_defaults),
         cmocka_unit_test(test_exporter_file_sink_writes_json_lines),
         cmocka_unit_test(test_exporter_submit_respects_queue_bounds),
-        cmocka_unit_test(test_exporter_empty_queue_takes_an_oversized_request),
+        cmocka_unit_test(test_exporter_refuses_more_than_the_queue_holds),
         cmocka_unit_test(test_exporter_http_207_retries_5xx_not_4xx),
         cmocka_unit_test(test_exporter_http_retries_whole_batch),
         cmocka_unit_test(test_exporter_http_other_4xx_is_not_retried),

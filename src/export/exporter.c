@@ -37,6 +37,8 @@ enum http_status {
     HTTP_MULTI_STATUS = 207,
     HTTP_UNAUTHORIZED = 401,
     HTTP_FORBIDDEN = 403,
+    HTTP_NOT_FOUND = 404,
+    HTTP_METHOD_NOT_ALLOWED = 405,
     HTTP_REQUEST_TIMEOUT = 408,
     HTTP_PAYLOAD_TOO_LARGE = 413,
     HTTP_TOO_MANY_REQUESTS = 429,
@@ -312,13 +314,10 @@ static int setup_curl(struct o2l_exporter *ex)
     cc |= curl_easy_setopt(ex->curl, CURLOPT_NOPROGRESS, 0L);
     cc |= curl_easy_setopt(ex->curl, CURLOPT_TCP_KEEPALIVE, 1L);
     /*
-     * A Langfuse behind a redirect (http to https, a moved path) still
-     * gets the POST; curl sends the credentials to the same host only.
+     * Redirects are not followed: credentials would not go to another
+     * host or port, and a moved Langfuse is a setting to fix. A 3xx is
+     * reported as a configuration error naming where it points.
      */
-    cc |= curl_easy_setopt(ex->curl, CURLOPT_FOLLOWLOCATION, 1L);
-    cc |= curl_easy_setopt(ex->curl, CURLOPT_MAXREDIRS, 3L);
-    cc |= curl_easy_setopt(ex->curl, CURLOPT_POSTREDIR,
-                           (long)CURL_REDIR_POST_ALL);
     if (cc != CURLE_OK) {
         return O2L_EIO;
     }
@@ -684,17 +683,37 @@ out:
     return cc;
 }
 
-static void auth_failed(struct o2l_exporter *ex, uint64_t seq, long status)
+/*
+ * Answers no retry soon can fix (bad keys, a wrong base URL, a redirect):
+ * nothing is dropped, delivery pauses, and the operator is told once per
+ * pause what to change.
+ */
+static void config_failed(struct o2l_exporter *ex, uint64_t seq, long status)
 {
     uint64_t now = o2l_mono_ms();
+    const char *loc = NULL;
+    char why[160];
 
-    /* Once per pause is enough: the operator has to fix the keys. */
+    if (status == HTTP_UNAUTHORIZED || status == HTTP_FORBIDDEN) {
+        snprintf(why, sizeof(why), "Langfuse rejected the credentials");
+    } else if (status >= 300 && status < 400) {
+        curl_easy_getinfo(ex->curl, CURLINFO_REDIRECT_URL, &loc);
+        /* Scheme, host and path only: a query may carry a token. */
+        snprintf(why, sizeof(why),
+                 "Langfuse answered with a redirect to %.*s; set the base "
+                 "URL to that address",
+                 loc ? (int)strcspn(loc, "?#") : 6, loc ? loc : "(none)");
+    } else {
+        snprintf(why, sizeof(why),
+                 "no ingestion API at %.100s; check the base URL", ex->url);
+    }
     if (!ex->auth_logged ||
         now - ex->last_auth_log_ms >= ex->cfg.auth_retry_ms) {
         o2l_log_error(ex->log, COMPONENT,
-                      "batch=%llu configuration error: Langfuse rejected "
-                      "the credentials status=%ld; retry in %ums",
-                      (unsigned long long)seq, status, ex->cfg.auth_retry_ms);
+                      "batch=%llu configuration error: %s status=%ld; retry "
+                      "in %ums",
+                      (unsigned long long)seq, why, status,
+                      ex->cfg.auth_retry_ms);
         ex->auth_logged = 1;
         ex->last_auth_log_ms = now;
     }
@@ -712,8 +731,10 @@ static void handle_status(struct o2l_exporter *ex, uint64_t seq,
     long long hint;
     uint64_t delay;
 
-    if (status == HTTP_UNAUTHORIZED || status == HTTP_FORBIDDEN) {
-        auth_failed(ex, seq, status);
+    if (status == HTTP_UNAUTHORIZED || status == HTTP_FORBIDDEN ||
+        status == HTTP_NOT_FOUND || status == HTTP_METHOD_NOT_ALLOWED ||
+        (status >= 300 && status < 400)) {
+        config_failed(ex, seq, status);
         requeue_front(ex, slots, n);
         return;
     }

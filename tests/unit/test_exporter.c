@@ -589,6 +589,45 @@ static void test_exporter_http_207_retries_5xx_not_4xx(void **state)
     free(a2);
 }
 
+/* A wrong base URL or a redirect pauses delivery; it never drops. */
+static void test_exporter_http_wrong_url_is_retried(void **state)
+{
+    static const char ok[] = "{\"successes\":[{\"id\":\"w1\",\"status\":201}],"
+                             "\"errors\":[]}";
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    char url[64];
+    char *ok_answer;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    ok_answer = make_answer("207 Multi-Status", ok);
+    s.answers[0] = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+    s.answers[1] = "HTTP/1.1 307 Temporary Redirect\r\nLocation: "
+                   "https://elsewhere.invalid/api?token=x\r\n"
+                   "Content-Length: 0\r\n\r\n";
+    s.answers[2] = ok_answer;
+    s.n_answers = 3;
+    server_start(&s);
+    ex = http_exporter(&s, url, sizeof(url));
+
+    add_event(&l, "w1");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 1);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_int_equal(atomic_load(&s.n_requests), 3);
+    assert_int_equal(st.events_delivered, 1);
+    assert_int_equal(st.events_rejected, 0);
+    server_free(&s);
+    free(ok_answer);
+}
+
 static void test_exporter_http_retries_whole_batch(void **state)
 {
     static const char ok[] = "{\"successes\":[{\"id\":\"r1\",\"status\":201},"
@@ -705,6 +744,7 @@ int main(void)
         cmocka_unit_test(test_exporter_refuses_more_than_the_queue_holds),
         cmocka_unit_test(test_exporter_http_207_retries_5xx_not_4xx),
         cmocka_unit_test(test_exporter_http_retries_whole_batch),
+        cmocka_unit_test(test_exporter_http_wrong_url_is_retried),
         cmocka_unit_test(test_exporter_http_other_4xx_is_not_retried),
         cmocka_unit_test(test_exporter_stop_gives_up_after_timeout),
     };

@@ -81,8 +81,8 @@ static const char *check_listen_or_off(const char *v)
 
 static const char *check_url(const char *v)
 {
-    if (*v == '\0' || strncmp(v, "http://", 7) == 0 ||
-        strncmp(v, "https://", 8) == 0) {
+    if (*v == '\0' || strncasecmp(v, "http://", 7) == 0 ||
+        strncasecmp(v, "https://", 8) == 0) {
         return NULL;
     }
     return "must start with http:// or https://";
@@ -273,6 +273,12 @@ static int apply(struct o2l_config *cfg, const struct setting *s,
             return O2L_OK;
         }
         why = "must be true or false";
+    }
+    if (why && (s->offset == OFF(base_url) || s->offset == OFF(secret_key))) {
+        /* These may hold a password or a key: name them, never echo. */
+        snprintf(err, err_len, "setting %s (%s): the value %s", s->yaml, origin,
+                 why);
+        return O2L_EINVAL;
     }
     if (why) {
         snprintf(err, err_len, "setting %s (%s): \"%s\" %s", s->yaml, origin,
@@ -683,10 +689,16 @@ static const char *url_for_log(const char *url, char *buf, size_t len)
 {
     const char *scheme = strstr(url, "://");
     const char *host = scheme ? scheme + 3 : url;
-    const char *at = strchr(host, '@');
-    const char *slash = strchr(host, '/');
+    size_t authority = strcspn(host, "/?#");
+    const char *at = NULL;
 
-    if (!at || (slash && slash < at)) {
+    /* The last '@' of the authority ends the user part ("u:p@ss@host"). */
+    for (size_t i = 0; i < authority; i++) {
+        if (host[i] == '@') {
+            at = host + i;
+        }
+    }
+    if (!at) {
         return url;
     }
     snprintf(buf, len, "%.*s***@%s", (int)(host - url), url, at + 1);

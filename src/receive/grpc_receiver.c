@@ -762,8 +762,12 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags,
     if (c->buffered + len >
         CONN_BUFFER_MESSAGES *
             (c->r->max_message_bytes + O2L_GRPC_FRAME_PREFIX_LEN)) {
-        respond_status(s, O2L_LOG_WARN, HTTP_STATUS_OK,
-                       GRPC_STATUS_RESOURCE_EXHAUSTED,
+        /*
+         * Transient, unlike a message over the limit: UNAVAILABLE carries
+         * a retry hint, and OTLP clients must not retry RESOURCE_EXHAUSTED
+         * without one, so they would drop the data.
+         */
+        respond_status(s, O2L_LOG_WARN, HTTP_STATUS_OK, GRPC_STATUS_UNAVAILABLE,
                        "too many large messages in flight on this connection, "
                        "retry later");
         return 0;

@@ -501,11 +501,12 @@ o2l_http_receiver_start(struct event_base *base,
         goto fail;
     }
     /*
-     * A compressed body is rarely larger than its content, so a raw body
-     * over the limit is refused before it is read; the exact check comes
-     * after decompression.
+     * Bodies up to twice the limit are read and answered with a 413 and a
+     * message (a client still writing when an early answer comes gets a
+     * broken pipe instead); beyond that libevent refuses them unread. The
+     * exact check comes after decompression.
      */
-    evhttp_set_max_body_size(r->http, (ev_ssize_t)cfg->max_body_bytes);
+    evhttp_set_max_body_size(r->http, (ev_ssize_t)cfg->max_body_bytes * 2);
     evhttp_set_max_headers_size(r->http, 64 * 1024);
     evhttp_set_timeout(r->http,
                        (int)(cfg->idle_timeout_s ? cfg->idle_timeout_s : 60));

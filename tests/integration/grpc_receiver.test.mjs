@@ -211,7 +211,9 @@ describe('OTLP/gRPC receiver', { skip: !haveBin && 'O2L_BIN is not set' }, () =>
                 calls.push(c);
             }
             const first = await Promise.race(calls.map((c, i) => c.result.then((res) => ({ res, i }))));
-            assertStatus(first.res, GRPC.RESOURCE_EXHAUSTED, 'the stream over the connection bound');
+            // Transient: UNAVAILABLE with a retry hint, so clients retry.
+            assertStatus(first.res, GRPC.UNAVAILABLE, 'the stream over the connection bound');
+            assert.ok(first.res.detailsBin, 'retry info');
             assert.match(first.res.grpcMessage, /connection/);
             for (const c of calls) c.req.close();
             await Promise.allSettled(calls.map((c) => c.result));

@@ -33,6 +33,7 @@
 #include "o2l/common.h"
 #include "o2l/grpc_frame.h"
 #include "o2l/gunzip.h"
+#include "o2l/listen.h"
 #include "o2l/otlp.h"
 #include "o2l/tls.h"
 
@@ -1110,30 +1111,6 @@ static int make_callbacks(struct o2l_grpc_receiver *r)
     return O2L_OK;
 }
 
-static int split_listen(const char *listen, char *host, size_t host_len,
-                        char *port, size_t port_len)
-{
-    const char *colon = strrchr(listen, ':');
-    size_t n;
-
-    if (!colon || strlen(colon + 1) == 0 || strlen(colon + 1) >= port_len) {
-        return O2L_EINVAL;
-    }
-    n = (size_t)(colon - listen);
-    /* [::1]:4317 style */
-    if (n >= 2 && listen[0] == '[' && listen[n - 1] == ']') {
-        listen++;
-        n -= 2;
-    }
-    if (n >= host_len) {
-        return O2L_EINVAL;
-    }
-    memcpy(host, listen, n);
-    host[n] = '\0';
-    snprintf(port, port_len, "%s", colon + 1);
-    return O2L_OK;
-}
-
 static int bind_listener(struct o2l_grpc_receiver *r, const char *listen,
                          char *err, size_t err_len)
 {
@@ -1143,7 +1120,7 @@ static int bind_listener(struct o2l_grpc_receiver *r, const char *listen,
     char host[256], port[16];
     int grc;
 
-    if (split_listen(listen, host, sizeof(host), port, sizeof(port)) !=
+    if (o2l_listen_split(listen, host, sizeof(host), port, sizeof(port)) !=
         O2L_OK) {
         snprintf(err, err_len, "bad listen address %s", listen);
         return O2L_EINVAL;

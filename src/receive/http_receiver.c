@@ -21,6 +21,7 @@
 
 #include "o2l/common.h"
 #include "o2l/gunzip.h"
+#include "o2l/listen.h"
 #include "o2l/otlp.h"
 #include "o2l/tls.h"
 
@@ -436,25 +437,17 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
 static int split_listen(const char *listen, char *host, size_t host_len,
                         int *port)
 {
-    const char *colon = strrchr(listen, ':');
-    size_t n;
+    char text[16];
+    char *end = NULL;
+    long v;
 
-    if (!colon) {
+    if (o2l_listen_split(listen, host, host_len, text, sizeof(text)) !=
+        O2L_OK) {
         return O2L_EINVAL;
     }
-    n = (size_t)(colon - listen);
-    if (n >= host_len) {
-        return O2L_EINVAL;
-    }
-    memcpy(host, listen, n);
-    host[n] = '\0';
-    /* [::1]:4318 style */
-    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
-        memmove(host, host + 1, n - 2);
-        host[n - 2] = '\0';
-    }
-    *port = (int)strtol(colon + 1, NULL, 10);
-    return *port >= 0 && *port <= 65535 ? O2L_OK : O2L_EINVAL;
+    v = strtol(text, &end, 10);
+    *port = (int)v;
+    return *end == '\0' && v >= 0 && v <= 65535 ? O2L_OK : O2L_EINVAL;
 }
 
 static int bound_port(struct evhttp_bound_socket *sock)

@@ -16,7 +16,8 @@ enum o2l_err {
     O2L_EIO = -6,      /* file or socket error */
     O2L_EHTTP = -7,    /* the peer answered with an HTTP error */
     O2L_ESTOPPED = -8, /* the component is shutting down */
-    O2L_EUNSUPP = -9   /* unsupported content type or encoding */
+    O2L_EUNSUPP = -9,  /* unsupported content type or encoding */
+    O2L_ETIMEDOUT = -10 /* nothing happened within the time allowed */
 };
 
 /* Returns a static, lower-case name for |rc| (e.g. "out of memory"). */

@@ -38,6 +38,8 @@ const char *o2l_strerror(int rc)
         return "stopped";
     case O2L_EUNSUPP:
         return "unsupported";
+    case O2L_ETIMEDOUT:
+        return "timed out";
     default:
         return "unknown error";
     }

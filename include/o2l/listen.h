@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* listen.h - parsing of receiver listen addresses (host:port). */
+/* listen.h - listen addresses (host:port): parsing, and the port bound. */
 #ifndef O2L_LISTEN_H
 #define O2L_LISTEN_H
 
@@ -12,5 +12,8 @@
  */
 int o2l_listen_split(const char *listen, char *host, size_t host_len,
                      char *port, size_t port_len);
+
+/* The local port a bound socket |fd| listens on, or -1. */
+int o2l_listen_local_port(int fd);
 
 #endif /* O2L_LISTEN_H */

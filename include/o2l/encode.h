@@ -7,6 +7,7 @@
 #define O2L_ENCODE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "o2l/model.h"
 
@@ -18,6 +19,8 @@ struct o2l_event {
     char *json; /* NUL-terminated, compact JSON */
     size_t len;
     char *id; /* the envelope id, for matching 207 results */
+    uint64_t tag;    /* the owner's mark (the spool request it came from) */
+    int64_t born_ns; /* when its span was received, Unix ns; 0: unknown */
 };
 
 struct o2l_event_list {

@@ -17,6 +17,32 @@
 #include "o2l/encode.h"
 #include "o2l/log.h"
 
+/* How an event left the exporter for good. */
+enum o2l_settle_kind {
+    O2L_SETTLED_DELIVERED = 0, /* accepted by Langfuse or written to file */
+    O2L_SETTLED_REJECTED,      /* refused for good (a 4xx) */
+    O2L_SETTLED_EXPIRED        /* older than max_age_ms, never delivered */
+};
+
+struct o2l_settled {
+    const struct o2l_event *ev;
+    enum o2l_settle_kind kind;
+    int status;          /* Langfuse's status, 0 when none */
+    const char *message; /* Langfuse's message or our reason; may be NULL */
+};
+
+/*
+ * Called on the worker thread with events that are done, all of one kind
+ * (delivered, or rejected and expired together), before they are freed.
+ * For rejected and expired ones the callback must make them durable (the
+ * dead-letter file): returning anything but O2L_OK keeps them queued and
+ * tried again after a backoff. The return value for delivered events is
+ * ignored.
+ */
+typedef int (*o2l_exporter_settle_fn)(void *arg,
+                                      const struct o2l_settled *items,
+                                      size_t n);
+
 struct o2l_exporter_config {
     const char *base_url;   /* e.g. http://localhost:3000; NULL: file sink */
     const char *public_key; /* NULL: file sink */
@@ -30,17 +56,33 @@ struct o2l_exporter_config {
     uint32_t request_timeout_ms; /* whole HTTP request */
     uint32_t retry_initial_ms;   /* first backoff */
     uint32_t retry_max_ms;       /* backoff cap */
+    double retry_multiplier;     /* growth per failed attempt (>= 1) */
+    uint64_t max_age_ms;         /* 0: retry forever; else expire events
+                                    whose born_ns is older than this */
     uint32_t auth_retry_ms;      /* pause after 401/403 */
     uint32_t shutdown_timeout_ms;
+    /*
+     * false: stop() keeps sending until the queue is empty or the
+     * shutdown timeout passes; what is left counts as dropped.
+     * true: stop() only lets the request in flight finish (within the
+     * shutdown timeout); queued events are left, not dropped, because
+     * the owner keeps them elsewhere (the spool).
+     */
+    bool leave_queued_on_stop;
+    o2l_exporter_settle_fn on_settle; /* NULL: log and count only */
+    void *settle_arg;
 };
 
 /* Exporter counters, read with o2l_exporter_stats(). */
 struct o2l_exporter_stats {
     uint64_t events_queued;    /* accepted by submit() */
     uint64_t events_delivered; /* accepted by Langfuse or written */
-    uint64_t events_rejected;  /* per-event 4xx, never retried */
+    uint64_t events_rejected;  /* refused for good (4xx), dead-lettered */
+    uint64_t events_expired;   /* older than max_age_ms, dead-lettered */
     uint64_t events_retried;   /* re-sent after 5xx or request failure */
-    uint64_t events_dropped;   /* left in the queue at shutdown */
+    uint64_t events_dropped;   /* lost: queued at shutdown with nowhere
+                                  else to keep them */
+    uint64_t events_left;      /* queued at shutdown, kept by the owner */
     uint64_t requests_sent;
     uint64_t requests_failed;
     size_t queue_events;
@@ -71,6 +113,16 @@ int o2l_exporter_start(struct o2l_exporter *ex);
 int o2l_exporter_submit(struct o2l_exporter *ex, struct o2l_event_list *events);
 
 /*
+ * Like o2l_exporter_submit(), but waits up to |timeout_ms| for room, and
+ * takes a list larger than the whole queue when the queue is empty (so
+ * one large request cannot block delivery for good). Returns O2L_OK,
+ * O2L_ETIMEDOUT (nothing taken), O2L_ESTOPPED or O2L_ENOMEM.
+ */
+int o2l_exporter_submit_wait(struct o2l_exporter *ex,
+                             struct o2l_event_list *events,
+                             uint32_t timeout_ms);
+
+/*
  * True while the queue has room and the exporter is not stopping: a cheap
  * check receivers make before decoding, so that load they must refuse
  * costs little.
@@ -81,9 +133,9 @@ bool o2l_exporter_accepting(struct o2l_exporter *ex);
 size_t o2l_exporter_queue_max_events(const struct o2l_exporter *ex);
 
 /*
- * Stops accepting, sends what is queued for at most the configured
- * shutdown timeout, then stops the worker. Returns O2L_OK when the queue
- * was emptied, O2L_ESTOPPED when events had to be left behind.
+ * Stops accepting and stops the worker after at most the shutdown
+ * timeout (see leave_queued_on_stop for what happens to queued events).
+ * Returns O2L_OK, or O2L_ESTOPPED when events were dropped.
  */
 int o2l_exporter_stop(struct o2l_exporter *ex);
 
@@ -97,7 +149,7 @@ void o2l_exporter_destroy(struct o2l_exporter *ex);
 enum o2l_event_outcome {
     O2L_OUTCOME_OK = 0,  /* listed in successes, or not listed at all */
     O2L_OUTCOME_RETRY,   /* per-event 5xx (or 429) */
-    O2L_OUTCOME_REJECTED /* per-event 4xx: log, count, never retry */
+    O2L_OUTCOME_REJECTED /* per-event 4xx: dead-letter, never retry */
 };
 
 struct o2l_event_result {

@@ -567,6 +567,7 @@ static int list_take(struct o2l_event_list *out, struct jbuf *b,
         json = b->p;
     }
     ev = &out->items[out->len];
+    memset(ev, 0, sizeof(*ev));
     ev->id = o2l_strdup(env_id);
     if (!ev->id) {
         b->p = json;

@@ -27,6 +27,9 @@
 /* Rejection messages are logged, so keep them to a readable size. */
 #define LOG_MESSAGE_MAX 300
 
+/* Langfuse's answer kept with a dead-lettered event, at most. */
+#define DEAD_MESSAGE_MAX 2000
+
 /* Sanity cap on a server's Retry-After hint. */
 #define RETRY_AFTER_CAP_MS (10u * 60u * 1000u)
 
@@ -76,7 +79,8 @@ struct o2l_exporter {
     const struct o2l_log *log;
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv;      /* wakes the worker */
+    pthread_cond_t room_cv; /* wakes submitters waiting for room */
     pthread_t thread;
     int started;
     int joined;
@@ -112,6 +116,7 @@ void o2l_exporter_config_defaults(struct o2l_exporter_config *cfg)
     cfg->request_timeout_ms = 30000;
     cfg->retry_initial_ms = 500;
     cfg->retry_max_ms = 30000;
+    cfg->retry_multiplier = 2.0;
     cfg->auth_retry_ms = 30000;
     cfg->shutdown_timeout_ms = 10000;
 }
@@ -214,12 +219,19 @@ static int init_sync(struct o2l_exporter *ex)
     /* Deadlines are monotonic: wall-clock jumps must not stall batches. */
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     rc = pthread_cond_init(&ex->cv, &attr);
+    if (rc == 0) {
+        rc = pthread_cond_init(&ex->room_cv, &attr);
+        if (rc != 0) {
+            pthread_cond_destroy(&ex->cv);
+        }
+    }
     pthread_condattr_destroy(&attr);
     if (rc != 0) {
         return O2L_ENOMEM;
     }
     if (pthread_mutex_init(&ex->mu, NULL) != 0) {
         pthread_cond_destroy(&ex->cv);
+        pthread_cond_destroy(&ex->room_cv);
         return O2L_ENOMEM;
     }
     return O2L_OK;
@@ -261,6 +273,10 @@ static int copy_config(struct o2l_exporter *ex,
     }
     if (ex->cfg.retry_max_ms < ex->cfg.retry_initial_ms) {
         ex->cfg.retry_max_ms = ex->cfg.retry_initial_ms;
+    }
+    /* Also catches NaN: a shrinking backoff would hammer Langfuse. */
+    if (!(ex->cfg.retry_multiplier >= 1.0)) {
+        ex->cfg.retry_multiplier = 1.0;
     }
     return O2L_OK;
 }
@@ -373,25 +389,28 @@ static unsigned next_rand(struct o2l_exporter *ex)
 }
 
 /*
- * Schedules the next attempt after a failure: exponential growth from
- * retry_initial_ms to retry_max_ms with full jitter, but never sooner
- * than the server's Retry-After hint. Returns the delay.
+ * Schedules the next attempt after a failure. The ceiling grows from
+ * retry_initial_ms by retry_multiplier per consecutive failure up to
+ * retry_max_ms; the delay is drawn from the upper half of the ceiling,
+ * so retries of many bridges spread out yet still back off. A server's
+ * Retry-After hint is a floor. Returns the delay.
  */
 static uint64_t backoff(struct o2l_exporter *ex, long long retry_after_ms)
 {
-    uint64_t cap = ex->cfg.retry_initial_ms;
+    double ceiling = ex->cfg.retry_initial_ms;
+    uint64_t cap;
     uint64_t delay;
 
-    for (unsigned i = 0; i < ex->attempt && cap < ex->cfg.retry_max_ms; i++) {
-        cap *= 2;
+    for (unsigned i = 0; i < ex->attempt && ceiling < ex->cfg.retry_max_ms;
+         i++) {
+        ceiling *= ex->cfg.retry_multiplier;
     }
-    if (cap > ex->cfg.retry_max_ms) {
-        cap = ex->cfg.retry_max_ms;
-    }
+    cap = ceiling >= ex->cfg.retry_max_ms ? ex->cfg.retry_max_ms
+                                          : (uint64_t)ceiling;
     if (ex->attempt < 64) {
         ex->attempt++;
     }
-    delay = next_rand(ex) % (cap + 1);
+    delay = cap - cap / 2 + next_rand(ex) % (cap / 2 + 1);
     if (retry_after_ms > 0) {
         if (retry_after_ms > RETRY_AFTER_CAP_MS) {
             retry_after_ms = RETRY_AFTER_CAP_MS;
@@ -445,6 +464,74 @@ static void free_slots(struct slot *slots, size_t n)
     }
 }
 
+/* Tells the owner |n| events were delivered, counts and frees them. */
+static void settle_delivered(struct o2l_exporter *ex, struct slot *slots,
+                             size_t n)
+{
+    struct o2l_settled *items;
+
+    if (n == 0) {
+        return;
+    }
+    if (ex->cfg.on_settle) {
+        items = o2l_calloc(n, sizeof(*items));
+        if (items) {
+            for (size_t i = 0; i < n; i++) {
+                items[i].ev = &slots[i].ev;
+                items[i].kind = O2L_SETTLED_DELIVERED;
+            }
+            ex->cfg.on_settle(ex->cfg.settle_arg, items, n);
+            o2l_free(items);
+        } else {
+            /* The owner keeps the request and sends it again later. */
+            o2l_log_error(ex->log, COMPONENT,
+                          "out of memory settling events=%zu; they will be "
+                          "sent again",
+                          n);
+        }
+    }
+    count(ex, &ex->st.events_delivered, n);
+    free_slots(slots, n);
+}
+
+/*
+ * Hands events that will never be delivered to the owner (the dead-letter
+ * file). |items| describes slots[0..n) in order. Frees and counts them on
+ * success; when the owner cannot keep them they are queued again and
+ * tried after a backoff, so nothing goes to nowhere.
+ */
+static bool settle_dead(struct o2l_exporter *ex, uint64_t seq,
+                        struct slot *slots, struct o2l_settled *items,
+                        size_t n)
+{
+    size_t expired = 0;
+    uint64_t delay;
+
+    if (n == 0) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        items[i].ev = &slots[i].ev;
+        expired += items[i].kind == O2L_SETTLED_EXPIRED;
+    }
+    if (ex->cfg.on_settle &&
+        ex->cfg.on_settle(ex->cfg.settle_arg, items, n) != O2L_OK) {
+        delay = backoff(ex, -1);
+        o2l_log_error(ex->log, COMPONENT,
+                      "batch=%llu cannot dead-letter events=%zu; kept, retry "
+                      "in %llums",
+                      (unsigned long long)seq, n, (unsigned long long)delay);
+        requeue_front(ex, slots, n);
+        return true;
+    }
+    pthread_mutex_lock(&ex->mu);
+    ex->st.events_rejected += n - expired;
+    ex->st.events_expired += expired;
+    pthread_mutex_unlock(&ex->mu);
+    free_slots(slots, n);
+    return false;
+}
+
 static int write_file(struct o2l_exporter *ex, struct slot *slots, size_t n)
 {
     if (!ex->file) {
@@ -474,8 +561,7 @@ static void send_file(struct o2l_exporter *ex, uint64_t seq, struct slot *slots,
 
     if (write_file(ex, slots, n) == O2L_OK) {
         ex->attempt = 0;
-        count(ex, &ex->st.events_delivered, n);
-        free_slots(slots, n);
+        settle_delivered(ex, slots, n);
         o2l_log_debug(ex->log, COMPONENT, "batch=%llu wrote events=%zu",
                       (unsigned long long)seq, n);
         return;
@@ -591,47 +677,63 @@ static void handle_results(struct o2l_exporter *ex, uint64_t seq,
                            struct slot *slots, size_t n,
                            struct o2l_event_result *res)
 {
+    struct slot *done = NULL;
+    struct slot *dead = NULL;
+    struct o2l_settled *why = NULL;
     size_t delivered = 0;
     size_t rejected = 0;
     size_t retry = 0;
+    bool kept;
     uint64_t delay;
     char msg[LOG_MESSAGE_MAX];
 
-    /* Compact the events to retry at the front of |slots|. */
+    done = o2l_malloc(n * sizeof(*done));
+    dead = o2l_malloc(n * sizeof(*dead));
+    why = o2l_calloc(n, sizeof(*why));
+    if (!done || !dead || !why) {
+        /* Sending the whole batch again is safe: ids make it idempotent. */
+        delay = backoff(ex, -1);
+        o2l_log_error(ex->log, COMPONENT,
+                      "batch=%llu out of memory reading results; retry in "
+                      "%llums",
+                      (unsigned long long)seq, (unsigned long long)delay);
+        requeue_front(ex, slots, n);
+        goto out;
+    }
+
+    /* Sort the events by outcome, keeping their order within each. */
     for (size_t i = 0; i < n; i++) {
         switch (res[i].outcome) {
         case O2L_OUTCOME_OK:
-            delivered++;
-            o2l_event_free(&slots[i].ev);
+            done[delivered++] = slots[i];
             break;
         case O2L_OUTCOME_REJECTED:
-            rejected++;
-            /* TODO: write rejected events to a dead-letter file; until
-             * then a rejected event is only logged and counted. */
             o2l_log_warn(ex->log, COMPONENT,
                          "batch=%llu event rejected id=%s status=%d "
                          "message=%s",
                          (unsigned long long)seq, slots[i].ev.id, res[i].status,
                          log_safe(res[i].message, msg, sizeof(msg)));
-            o2l_event_free(&slots[i].ev);
+            why[rejected].kind = O2L_SETTLED_REJECTED;
+            why[rejected].status = res[i].status;
+            why[rejected].message = res[i].message;
+            dead[rejected++] = slots[i];
             break;
         case O2L_OUTCOME_RETRY:
             slots[retry++] = slots[i];
             break;
         }
     }
-
-    pthread_mutex_lock(&ex->mu);
-    ex->st.events_delivered += delivered;
-    ex->st.events_rejected += rejected;
-    pthread_mutex_unlock(&ex->mu);
+    settle_delivered(ex, done, delivered);
+    kept = settle_dead(ex, seq, dead, why, rejected);
 
     if (retry == 0) {
-        ex->attempt = 0;
+        if (!kept) {
+            ex->attempt = 0; /* a failing dead-letter file backs off */
+        }
         o2l_log_debug(ex->log, COMPONENT,
                       "batch=%llu sent events=%zu delivered=%zu rejected=%zu",
                       (unsigned long long)seq, n, delivered, rejected);
-        return;
+        goto out;
     }
     delay = backoff(ex, -1);
     o2l_log_warn(ex->log, COMPONENT,
@@ -640,6 +742,11 @@ static void handle_results(struct o2l_exporter *ex, uint64_t seq,
                  (unsigned long long)seq, (unsigned long long)delay, retry,
                  delivered, rejected);
     requeue_front(ex, slots, retry);
+
+out:
+    o2l_free(done);
+    o2l_free(dead);
+    o2l_free(why);
 }
 
 /* Performs one POST of |n| events. Fills |r| and *status. */
@@ -723,6 +830,57 @@ static void config_failed(struct o2l_exporter *ex, uint64_t seq, long status)
 static void send_http(struct o2l_exporter *ex, uint64_t seq, struct slot *slots,
                       size_t n);
 
+/* Langfuse refused one event as a whole request: it is dead-lettered. */
+static void reject_single(struct o2l_exporter *ex, uint64_t seq,
+                          struct slot *slot, long status,
+                          const struct response *r)
+{
+    struct o2l_settled why = {0};
+    char msg[LOG_MESSAGE_MAX];
+    char *text = NULL;
+
+    if (r->len > 0) {
+        size_t len = r->len < DEAD_MESSAGE_MAX ? r->len : DEAD_MESSAGE_MAX;
+
+        text = o2l_malloc(len + 1);
+        if (text) {
+            memcpy(text, r->body, len);
+            text[len] = '\0';
+        }
+    }
+    o2l_log_error(ex->log, COMPONENT,
+                  "batch=%llu event rejected id=%s status=%ld message=%s",
+                  (unsigned long long)seq, slot->ev.id, status,
+                  log_safe(text, msg, sizeof(msg)));
+    why.kind = O2L_SETTLED_REJECTED;
+    why.status = (int)status;
+    why.message = text;
+    settle_dead(ex, seq, slot, &why, 1);
+    o2l_free(text);
+}
+
+/*
+ * Sends the two halves of a batch one after the other. When the first
+ * half ends in a backoff (or a stop began), the second waits its turn in
+ * the queue instead of going out at once.
+ */
+static void send_halves(struct o2l_exporter *ex, uint64_t seq,
+                        struct slot *slots, size_t n)
+{
+    bool hold;
+
+    send_http(ex, seq, slots, n / 2);
+    pthread_mutex_lock(&ex->mu);
+    hold = ex->retry_at_ms > o2l_mono_ms() ||
+           (ex->stopping && ex->cfg.leave_queued_on_stop);
+    pthread_mutex_unlock(&ex->mu);
+    if (hold) {
+        requeue_front(ex, slots + n / 2, n - n / 2);
+        return;
+    }
+    send_http(ex, seq, slots + n / 2, n - n / 2);
+}
+
 /* Whole-request answers other than 2xx. */
 static void handle_status(struct o2l_exporter *ex, uint64_t seq,
                           struct slot *slots, size_t n, long status,
@@ -756,21 +914,34 @@ static void handle_status(struct o2l_exporter *ex, uint64_t seq,
                      "batch=%llu too large for Langfuse; splitting "
                      "events=%zu",
                      (unsigned long long)seq, n);
-        send_http(ex, seq, slots, n / 2);
-        send_http(ex, seq, slots + n / 2, n - n / 2);
+        send_halves(ex, seq, slots, n);
         return;
     }
-
-    /*
-     * 400, a single event over the size limit, or any other answer.
-     * TODO: write these events to a dead-letter file; until then a batch
-     * Langfuse refuses as a whole is only logged and counted.
-     */
-    o2l_log_error(ex->log, COMPONENT,
-                  "batch=%llu rejected by Langfuse status=%ld events=%zu",
-                  (unsigned long long)seq, status, n);
-    count(ex, &ex->st.events_rejected, n);
-    free_slots(slots, n);
+    if (status < 400 || status >= 500) {
+        /* An answer Langfuse does not give (e.g. 204 from a proxy). */
+        delay = backoff(ex, -1);
+        o2l_log_warn(ex->log, COMPONENT,
+                     "batch=%llu unexpected status=%ld; retry in %llums "
+                     "events=%zu",
+                     (unsigned long long)seq, status,
+                     (unsigned long long)delay, n);
+        requeue_front(ex, slots, n);
+        return;
+    }
+    if (n > 1) {
+        /*
+         * 400 or another refusal of the whole request: usually one event
+         * Langfuse cannot take. Halving isolates it, so the rest of the
+         * batch is delivered and only the culprit is dead-lettered.
+         */
+        o2l_log_warn(ex->log, COMPONENT,
+                     "batch=%llu refused by Langfuse status=%ld; splitting "
+                     "events=%zu to find the cause",
+                     (unsigned long long)seq, status, n);
+        send_halves(ex, seq, slots, n);
+        return;
+    }
+    reject_single(ex, seq, slots, status, r);
 }
 
 static void send_http(struct o2l_exporter *ex, uint64_t seq, struct slot *slots,
@@ -868,13 +1039,15 @@ static size_t take_batch(struct o2l_exporter *ex, struct slot *out)
     return n;
 }
 
-static void wait_until(struct o2l_exporter *ex, uint64_t at_ms)
+/* Waits on |cv| (monotonic clock) until |at_ms| at the latest. */
+static void wait_until(struct o2l_exporter *ex, pthread_cond_t *cv,
+                       uint64_t at_ms)
 {
     struct timespec ts;
 
     ts.tv_sec = (time_t)(at_ms / 1000u);
     ts.tv_nsec = (long)(at_ms % 1000u) * 1000000L;
-    pthread_cond_timedwait(&ex->cv, &ex->mu, &ts);
+    pthread_cond_timedwait(cv, &ex->mu, &ts);
 }
 
 static void drop_leftovers(struct o2l_exporter *ex)
@@ -887,11 +1060,69 @@ static void drop_leftovers(struct o2l_exporter *ex)
         o2l_event_free(&sl.ev);
     }
     ex->q_bytes = 0;
+    if (ex->cfg.leave_queued_on_stop) {
+        ex->st.events_left += n;
+        return;
+    }
     ex->st.events_dropped += n;
     if (n > 0) {
         o2l_log_error(ex->log, COMPONENT,
                       "stopped with events=%zu still queued; dropped", n);
     }
+}
+
+/*
+ * Moves the events of |slots| older than max_age_ms to the owner as
+ * expired and compacts the rest to the front. Returns how many remain.
+ */
+static size_t expire_old(struct o2l_exporter *ex, uint64_t seq,
+                         struct slot *slots, size_t n)
+{
+    int64_t limit;
+    struct slot *old = NULL;
+    struct o2l_settled *why = NULL;
+    size_t keep = 0;
+    size_t n_old = 0;
+    char reason[96];
+
+    if (ex->cfg.max_age_ms == 0) {
+        return n;
+    }
+    limit = (int64_t)o2l_now_ns() - (int64_t)(ex->cfg.max_age_ms * 1000000u);
+    for (size_t i = 0; i < n; i++) {
+        n_old += slots[i].ev.born_ns != 0 && slots[i].ev.born_ns < limit;
+    }
+    if (n_old == 0) {
+        return n;
+    }
+    old = o2l_malloc(n_old * sizeof(*old));
+    why = o2l_calloc(n_old, sizeof(*why));
+    if (!old || !why) {
+        /* Sent once more instead; expiry waits for memory. */
+        o2l_free(old);
+        o2l_free(why);
+        return n;
+    }
+    snprintf(reason, sizeof(reason),
+             "not delivered within export.max_age_s (%llus)",
+             (unsigned long long)(ex->cfg.max_age_ms / 1000u));
+    n_old = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (slots[i].ev.born_ns != 0 && slots[i].ev.born_ns < limit) {
+            why[n_old].kind = O2L_SETTLED_EXPIRED;
+            why[n_old].message = reason;
+            old[n_old++] = slots[i];
+        } else {
+            slots[keep++] = slots[i];
+        }
+    }
+    o2l_log_error(ex->log, COMPONENT,
+                  "batch=%llu events=%zu expired: %s; dead-lettered",
+                  (unsigned long long)seq, n_old, reason);
+    settle_dead(ex, seq, old, why, n_old);
+    o2l_free(old);
+    o2l_free(why);
+    return keep;
 }
 
 /*
@@ -938,7 +1169,8 @@ static void *worker_main(void *arg)
         uint64_t seq;
         size_t n;
 
-        if (ex->stopping && (ex->q.len == 0 || now >= deadline)) {
+        if (ex->stopping && (ex->cfg.leave_queued_on_stop ||
+                             ex->q.len == 0 || now >= deadline)) {
             break;
         }
         if (!batch_ready(ex, now, &wake)) {
@@ -948,7 +1180,7 @@ static void *worker_main(void *arg)
             if (wake == 0) {
                 pthread_cond_wait(&ex->cv, &ex->mu);
             } else {
-                wait_until(ex, wake);
+                wait_until(ex, &ex->cv, wake);
             }
             continue;
         }
@@ -958,14 +1190,20 @@ static void *worker_main(void *arg)
             batch = o2l_malloc(ex->cfg.batch_max_events * sizeof(*batch));
             pthread_mutex_lock(&ex->mu);
             if (!batch) {
-                wait_until(ex, now + ex->cfg.retry_initial_ms);
+                wait_until(ex, &ex->cv, now + ex->cfg.retry_initial_ms);
             }
             continue;
         }
 
         n = take_batch(ex, batch);
         seq = ++ex->batch_seq;
+        pthread_cond_broadcast(&ex->room_cv);
         pthread_mutex_unlock(&ex->mu);
+        n = expire_old(ex, seq, batch, n);
+        if (n == 0) {
+            pthread_mutex_lock(&ex->mu);
+            continue;
+        }
         if (use_http(ex)) {
             send_http(ex, seq, batch, n);
         } else {
@@ -1011,37 +1249,28 @@ bool o2l_exporter_accepting(struct o2l_exporter *ex)
     return ok;
 }
 
-int o2l_exporter_submit(struct o2l_exporter *ex, struct o2l_event_list *events)
+static size_t list_bytes(const struct o2l_event_list *events)
 {
-    uint64_t now = o2l_mono_ms();
     size_t bytes = 0;
-    int was_empty;
-    int rc = O2L_OK;
 
     for (size_t i = 0; i < events->len; i++) {
         bytes += events->items[i].len;
     }
+    return bytes;
+}
 
-    pthread_mutex_lock(&ex->mu);
-    if (ex->stopping) {
-        rc = O2L_ESTOPPED;
-        goto out;
-    }
-    /* More than the whole queue holds: retrying would never help. */
-    if (events->len > ex->cfg.queue_max_events ||
-        bytes > ex->cfg.queue_max_bytes) {
-        rc = O2L_ETOOBIG;
-        goto out;
-    }
-    if (ex->q.len + events->len > ex->cfg.queue_max_events ||
-        ex->q_bytes + bytes > ex->cfg.queue_max_bytes) {
-        rc = O2L_EFULL;
-        goto out;
-    }
+/* Queues all of |events| (lock held, room checked). */
+static int enqueue(struct o2l_exporter *ex, struct o2l_event_list *events,
+                   size_t bytes)
+{
+    uint64_t now = o2l_mono_ms();
+    int was_empty;
+    int rc;
+
     /* Room for a batch coming back keeps re-queueing allocation-free. */
     rc = ring_reserve(&ex->q, events->len + ex->cfg.batch_max_events);
     if (rc != O2L_OK) {
-        goto out;
+        return rc;
     }
     was_empty = ex->q.len == 0;
     for (size_t i = 0; i < events->len; i++) {
@@ -1060,8 +1289,60 @@ int o2l_exporter_submit(struct o2l_exporter *ex, struct o2l_event_list *events)
     }
     o2l_free(events->items);
     memset(events, 0, sizeof(*events));
+    return O2L_OK;
+}
 
-out:
+static bool fits(const struct o2l_exporter *ex, size_t n, size_t bytes)
+{
+    return ex->q.len + n <= ex->cfg.queue_max_events &&
+           ex->q_bytes + bytes <= ex->cfg.queue_max_bytes;
+}
+
+int o2l_exporter_submit(struct o2l_exporter *ex, struct o2l_event_list *events)
+{
+    size_t bytes = list_bytes(events);
+    int rc;
+
+    pthread_mutex_lock(&ex->mu);
+    if (ex->stopping) {
+        rc = O2L_ESTOPPED;
+    } else if (events->len > ex->cfg.queue_max_events ||
+               bytes > ex->cfg.queue_max_bytes) {
+        /* More than the whole queue holds: retrying would never help. */
+        rc = O2L_ETOOBIG;
+    } else if (!fits(ex, events->len, bytes)) {
+        rc = O2L_EFULL;
+    } else {
+        rc = enqueue(ex, events, bytes);
+    }
+    pthread_mutex_unlock(&ex->mu);
+    return rc;
+}
+
+int o2l_exporter_submit_wait(struct o2l_exporter *ex,
+                             struct o2l_event_list *events,
+                             uint32_t timeout_ms)
+{
+    uint64_t deadline = o2l_mono_ms() + timeout_ms;
+    size_t bytes = list_bytes(events);
+    int rc;
+
+    pthread_mutex_lock(&ex->mu);
+    for (;;) {
+        if (ex->stopping) {
+            rc = O2L_ESTOPPED;
+            break;
+        }
+        if (ex->q.len == 0 || fits(ex, events->len, bytes)) {
+            rc = enqueue(ex, events, bytes);
+            break;
+        }
+        if (o2l_mono_ms() >= deadline) {
+            rc = O2L_ETIMEDOUT;
+            break;
+        }
+        wait_until(ex, &ex->room_cv, deadline);
+    }
     pthread_mutex_unlock(&ex->mu);
     return rc;
 }
@@ -1074,11 +1355,14 @@ int o2l_exporter_stop(struct o2l_exporter *ex)
     if (!ex->stopping) {
         ex->stopping = 1;
         /* One last try now, even inside a backoff or Retry-After wait. */
-        ex->retry_at_ms = 0;
+        if (!ex->cfg.leave_queued_on_stop) {
+            ex->retry_at_ms = 0;
+        }
         atomic_store(&ex->abort_at_ms,
                      o2l_mono_ms() + ex->cfg.shutdown_timeout_ms + 1);
     }
     pthread_cond_broadcast(&ex->cv);
+    pthread_cond_broadcast(&ex->room_cv);
     pthread_mutex_unlock(&ex->mu);
 
     if (ex->started && !ex->joined) {
@@ -1101,9 +1385,12 @@ int o2l_exporter_stop(struct o2l_exporter *ex)
         ex->file = NULL;
     }
     o2l_log_info(ex->log, COMPONENT,
-                 "stopped delivered=%llu rejected=%llu dropped=%llu",
+                 "stopped delivered=%llu rejected=%llu expired=%llu "
+                 "left_for_next_start=%llu dropped=%llu",
                  (unsigned long long)ex->st.events_delivered,
                  (unsigned long long)ex->st.events_rejected,
+                 (unsigned long long)ex->st.events_expired,
+                 (unsigned long long)ex->st.events_left,
                  (unsigned long long)ex->st.events_dropped);
     return rc;
 }
@@ -1142,6 +1429,7 @@ void o2l_exporter_destroy(struct o2l_exporter *ex)
         curl_global_cleanup();
     }
     pthread_cond_destroy(&ex->cv);
+    pthread_cond_destroy(&ex->room_cv);
     pthread_mutex_destroy(&ex->mu);
     free_strings(ex);
     o2l_free(ex);

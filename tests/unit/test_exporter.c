@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_exporter.c - the export stage: reading 207 answers and Retry-After,
- * the file sink, queue bounds, and HTTP round trips against a small
- * canned-answer server on 127.0.0.1.
+ * the file sink, queue bounds and waiting for room, the settle callback,
+ * expiry by age, and HTTP round trips (retries, backoff growth, splitting
+ * refused batches, stopping) against a small canned-answer server on
+ * 127.0.0.1.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +21,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -150,6 +153,7 @@ static void add_event(struct o2l_event_list *l, const char *id)
              "\"2025-01-31T08:15:02.123456Z\",\"body\":{\"id\":\"%s\"}}",
              id, id);
     ev = &l->items[l->len++];
+    memset(ev, 0, sizeof(*ev));
     ev->id = o2l_strdup(id);
     ev->json = o2l_strdup(json);
     ev->len = strlen(json);
@@ -168,18 +172,120 @@ static void fast_config(struct o2l_exporter_config *cfg)
     cfg->shutdown_timeout_ms = 5000;
 }
 
-/* Waits (bounded) until |n| events are delivered or rejected. */
+static struct o2l_exporter *
+start_exporter(const struct o2l_exporter_config *cfg)
+{
+    struct o2l_exporter *ex;
+
+    ex = o2l_exporter_create(cfg, &quiet_log);
+    assert_non_null(ex);
+    assert_int_equal(o2l_exporter_start(ex), O2L_OK);
+    return ex;
+}
+
+/* Waits (bounded) until |n| events are delivered, rejected or expired. */
 static void wait_settled(struct o2l_exporter *ex, uint64_t n)
 {
     struct o2l_exporter_stats st;
 
     for (int i = 0; i < 1000; i++) {
         o2l_exporter_stats(ex, &st);
-        if (st.events_delivered + st.events_rejected >= n) {
+        if (st.events_delivered + st.events_rejected + st.events_expired >= n) {
             return;
         }
         usleep(10000);
     }
+}
+
+/* ---- a settle callback that records what it is told ---------------- */
+
+#define MAX_SETTLED 32
+
+struct settle_log {
+    pthread_mutex_t mu;
+    int delivered_calls;
+    int dead_calls;   /* calls with rejected or expired events */
+    int dead_refused; /* of those, how many answered with an error */
+    int fail_dead;    /* dead calls still to refuse */
+    int mixed;        /* a call mixed delivered with dead events */
+    size_t n;
+    char *id[MAX_SETTLED];
+    uint64_t tag[MAX_SETTLED];
+    enum o2l_settle_kind kind[MAX_SETTLED];
+    int status[MAX_SETTLED];
+    char *message[MAX_SETTLED];
+};
+
+static void settle_log_init(struct settle_log *sl)
+{
+    memset(sl, 0, sizeof(*sl));
+    assert_int_equal(pthread_mutex_init(&sl->mu, NULL), 0);
+}
+
+static void settle_log_free(struct settle_log *sl)
+{
+    for (size_t i = 0; i < sl->n; i++) {
+        free(sl->id[i]);
+        free(sl->message[i]);
+    }
+    pthread_mutex_destroy(&sl->mu);
+}
+
+static int record_settled(void *arg, const struct o2l_settled *items, size_t n)
+{
+    struct settle_log *sl = arg;
+    int dead = n > 0 && items[0].kind != O2L_SETTLED_DELIVERED;
+
+    pthread_mutex_lock(&sl->mu);
+    for (size_t i = 0; i < n; i++) {
+        if ((items[i].kind != O2L_SETTLED_DELIVERED) != dead) {
+            sl->mixed = 1;
+        }
+    }
+    if (!dead) {
+        sl->delivered_calls++;
+    } else {
+        sl->dead_calls++;
+        if (sl->fail_dead > 0) {
+            sl->fail_dead--;
+            sl->dead_refused++;
+            pthread_mutex_unlock(&sl->mu);
+            return O2L_EIO;
+        }
+    }
+    for (size_t i = 0; i < n && sl->n < MAX_SETTLED; i++) {
+        /* The events are still alive here: copy what is checked later. */
+        sl->id[sl->n] = strdup(items[i].ev->id);
+        sl->tag[sl->n] = items[i].ev->tag;
+        sl->kind[sl->n] = items[i].kind;
+        sl->status[sl->n] = items[i].status;
+        sl->message[sl->n] = items[i].message ? strdup(items[i].message) : NULL;
+        sl->n++;
+    }
+    pthread_mutex_unlock(&sl->mu);
+    return O2L_OK;
+}
+
+/* Index of the one record for |id|; fails the test unless exactly one. */
+static size_t settled_index(const struct settle_log *sl, const char *id)
+{
+    size_t found = sl->n;
+    int hits = 0;
+
+    for (size_t i = 0; i < sl->n; i++) {
+        if (sl->id[i] && strcmp(sl->id[i], id) == 0) {
+            found = i;
+            hits++;
+        }
+    }
+    assert_int_equal(hits, 1);
+    return found;
+}
+
+static void settle_to(struct o2l_exporter_config *cfg, struct settle_log *sl)
+{
+    cfg->on_settle = record_settled;
+    cfg->settle_arg = sl;
 }
 
 /* ---- file sink and queue -------------------------------------------- */
@@ -199,8 +305,13 @@ static void test_exporter_config_defaults(void **state)
     assert_int_equal(cfg.request_timeout_ms, 30000);
     assert_int_equal(cfg.retry_initial_ms, 500);
     assert_int_equal(cfg.retry_max_ms, 30000);
+    /* 2.0 is exact in binary, so comparing for equality is safe. */
+    assert_true(cfg.retry_multiplier == 2.0);
+    assert_int_equal(cfg.max_age_ms, 0);
     assert_int_equal(cfg.auth_retry_ms, 30000);
     assert_int_equal(cfg.shutdown_timeout_ms, 10000);
+    assert_false(cfg.leave_queued_on_stop);
+    assert_null(cfg.on_settle);
 }
 
 static void test_exporter_file_sink_writes_json_lines(void **state)
@@ -330,6 +441,193 @@ static void test_exporter_refuses_more_than_the_queue_holds(void **state)
     o2l_exporter_destroy(ex);
 }
 
+struct waiter {
+    struct o2l_exporter *ex;
+    struct o2l_event_list l;
+    int rc;
+};
+
+static void *submit_waiting(void *arg)
+{
+    struct waiter *w = arg;
+
+    w->rc = o2l_exporter_submit_wait(w->ex, &w->l, 10000);
+    return NULL;
+}
+
+static void test_exporter_submit_wait_times_out_then_gets_room(void **state)
+{
+    struct o2l_exporter_config cfg;
+    struct o2l_exporter_stats st;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter *ex;
+    struct waiter w;
+    pthread_t t;
+
+    (void)state;
+    fast_config(&cfg);
+    cfg.file_path = "/dev/null";
+    cfg.queue_max_events = 2;
+    ex = o2l_exporter_create(&cfg, &quiet_log);
+    assert_non_null(ex);
+
+    /* Not started: a full queue stays full, so the wait runs out. */
+    add_event(&l, "a");
+    add_event(&l, "b");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    add_event(&l, "c");
+    assert_int_equal(o2l_exporter_submit_wait(ex, &l, 0), O2L_ETIMEDOUT);
+    assert_int_equal(o2l_exporter_submit_wait(ex, &l, 30), O2L_ETIMEDOUT);
+    assert_int_equal(l.len, 1);
+    assert_string_equal(l.items[0].id, "c");
+
+    /* A waiter gets in once the worker starts draining. */
+    memset(&w, 0, sizeof(w));
+    w.ex = ex;
+    w.l = l;
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(pthread_create(&t, NULL, submit_waiting, &w), 0);
+    assert_int_equal(o2l_exporter_start(ex), O2L_OK);
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc, O2L_OK);
+    assert_int_equal(w.l.len, 0);
+
+    wait_settled(ex, 3);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    assert_int_equal(st.events_queued, 3);
+    assert_int_equal(st.events_delivered, 3);
+
+    /* After stop a wait ends at once. */
+    add_event(&l, "late");
+    assert_int_equal(o2l_exporter_submit_wait(ex, &l, 10000), O2L_ESTOPPED);
+    assert_int_equal(l.len, 1);
+    o2l_event_list_clear(&l);
+    o2l_exporter_destroy(ex);
+}
+
+static void test_exporter_submit_wait_takes_oversized_list(void **state)
+{
+    char path[] = "/tmp/o2l_exporter_test_XXXXXX";
+    struct o2l_exporter_config cfg;
+    struct o2l_exporter_stats st;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter *ex;
+    char line[256];
+    FILE *f;
+    int fd;
+    int lines = 0;
+
+    (void)state;
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+
+    fast_config(&cfg);
+    cfg.file_path = path;
+    cfg.queue_max_events = 2;
+    cfg.batch_max_events = 2;
+    ex = o2l_exporter_create(&cfg, &quiet_log);
+    assert_non_null(ex);
+
+    /*
+     * More than the queue holds: submit() refuses, the waiting kind takes
+     * it because the queue is empty.
+     */
+    add_event(&l, "o1");
+    add_event(&l, "o2");
+    add_event(&l, "o3");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_ETOOBIG);
+    assert_int_equal(l.len, 3);
+    assert_int_equal(o2l_exporter_submit_wait(ex, &l, 0), O2L_OK);
+    assert_int_equal(l.len, 0);
+    o2l_exporter_stats(ex, &st);
+    assert_int_equal(st.queue_events, 3);
+
+    /* The queue is now over its bound: nothing more until it drains. */
+    add_event(&l, "o4");
+    assert_int_equal(o2l_exporter_submit_wait(ex, &l, 10), O2L_ETIMEDOUT);
+    assert_int_equal(l.len, 1);
+    o2l_event_list_clear(&l);
+
+    assert_int_equal(o2l_exporter_start(ex), O2L_OK);
+    wait_settled(ex, 3);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    assert_int_equal(st.events_queued, 3);
+    assert_int_equal(st.events_delivered, 3);
+    assert_int_equal(st.events_dropped, 0);
+    o2l_exporter_destroy(ex);
+
+    f = fopen(path, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        char want[32];
+
+        snprintf(want, sizeof(want), "\"id\":\"o%d\"", ++lines);
+        assert_non_null(strstr(line, want));
+    }
+    fclose(f);
+    unlink(path);
+    assert_int_equal(lines, 3);
+}
+
+/* Expired events the owner cannot keep come back until it can. */
+static void test_exporter_settle_failure_keeps_expired_events(void **state)
+{
+    char path[] = "/tmp/o2l_exporter_test_XXXXXX";
+    struct o2l_exporter_config cfg;
+    struct o2l_exporter_stats st;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter *ex;
+    struct settle_log sl;
+    struct stat sb;
+    size_t i;
+    int fd;
+
+    (void)state;
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    settle_log_init(&sl);
+    sl.fail_dead = 2;
+
+    fast_config(&cfg);
+    cfg.file_path = path;
+    cfg.max_age_ms = 60000;
+    settle_to(&cfg, &sl);
+    ex = start_exporter(&cfg);
+    add_event(&l, "stale");
+    l.items[0].born_ns = 1; /* 1970 */
+    l.items[0].tag = 42;
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 1);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+
+    assert_int_equal(sl.dead_calls, 3);
+    assert_int_equal(sl.dead_refused, 2);
+    assert_int_equal(sl.delivered_calls, 0);
+    assert_int_equal(sl.mixed, 0);
+    i = settled_index(&sl, "stale");
+    assert_int_equal(sl.kind[i], O2L_SETTLED_EXPIRED);
+    assert_int_equal(sl.tag[i], 42);
+    assert_int_equal(sl.status[i], 0);
+    assert_non_null(sl.message[i]);
+    assert_int_equal(st.events_expired, 1);
+    assert_int_equal(st.events_rejected, 0);
+    assert_int_equal(st.events_delivered, 0);
+    assert_int_equal(st.events_retried, 2);
+    assert_int_equal(st.events_dropped, 0);
+
+    /* Never written to the sink. */
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_size, 0);
+    unlink(path);
+    settle_log_free(&sl);
+}
+
 /* ---- a canned-answer HTTP server ------------------------------------ */
 
 #define MAX_REQUESTS 16
@@ -341,6 +639,10 @@ struct fake_server {
     atomic_int stop;
     const char *answers[MAX_REQUESTS]; /* full responses, in order */
     size_t n_answers;
+    const char *fallback; /* past |answers|; NULL: an empty 207 */
+    /* A request whose body holds |refuse_marker| gets |refusal|. */
+    const char *refuse_marker;
+    const char *refusal;
     char *bodies[MAX_REQUESTS]; /* request bodies received */
     char *auth[MAX_REQUESTS];   /* Authorization header values */
     char *path[MAX_REQUESTS];
@@ -432,10 +734,16 @@ static int serve_one(struct fake_server *s, int fd)
     s->auth[idx] = v ? strndup(v, vlen) : NULL;
     v = strchr(head, ' ');
     s->path[idx] = v ? strndup(v + 1, strcspn(v + 1, " ")) : NULL;
-    answer = (size_t)idx < s->n_answers
-                 ? s->answers[idx]
-                 : "HTTP/1.1 207 Multi-Status\r\nContent-Length: 29\r\n\r\n"
-                   "{\"successes\":[],\"errors\":[]}";
+    if (s->refuse_marker && strstr(body, s->refuse_marker)) {
+        answer = s->refusal;
+    } else if ((size_t)idx < s->n_answers) {
+        answer = s->answers[idx];
+    } else if (s->fallback) {
+        answer = s->fallback;
+    } else {
+        answer = "HTTP/1.1 207 Multi-Status\r\nContent-Length: 28\r\n\r\n"
+                 "{\"successes\":[],\"errors\":[]}";
+    }
     atomic_store(&s->n_requests, idx + 1);
     return write(fd, answer, strlen(answer)) == (ssize_t)strlen(answer);
 }
@@ -501,21 +809,32 @@ static void server_free(struct fake_server *s)
     }
 }
 
+/* Fills |cfg| for sending to |s|; |url| must outlive the exporter. */
+static void http_config(struct fake_server *s, char *url, size_t url_len,
+                        struct o2l_exporter_config *cfg)
+{
+    snprintf(url, url_len, "http://127.0.0.1:%d/", s->port);
+    fast_config(cfg);
+    cfg->base_url = url;
+    cfg->public_key = "pk-lf-test";
+    cfg->secret_key = "sk-lf-test";
+}
+
 static struct o2l_exporter *http_exporter(struct fake_server *s, char *url,
                                           size_t url_len)
 {
     struct o2l_exporter_config cfg;
-    struct o2l_exporter *ex;
 
-    snprintf(url, url_len, "http://127.0.0.1:%d/", s->port);
-    fast_config(&cfg);
-    cfg.base_url = url;
-    cfg.public_key = "pk-lf-test";
-    cfg.secret_key = "sk-lf-test";
-    ex = o2l_exporter_create(&cfg, &quiet_log);
-    assert_non_null(ex);
-    assert_int_equal(o2l_exporter_start(ex), O2L_OK);
-    return ex;
+    http_config(s, url, url_len, &cfg);
+    return start_exporter(&cfg);
+}
+
+/* Waits (bounded) until |s| has answered |n| requests. */
+static void wait_requests(struct fake_server *s, int n)
+{
+    for (int i = 0; i < 1000 && atomic_load(&s->n_requests) < n; i++) {
+        usleep(10000);
+    }
 }
 
 /* A full HTTP response with a JSON body; free() it. */
@@ -704,6 +1023,364 @@ static void test_exporter_http_other_4xx_is_not_retried(void **state)
     server_free(&s);
 }
 
+static void test_exporter_settle_reports_outcomes(void **state)
+{
+    static const char first[] =
+        "{\"successes\":[{\"id\":\"ev-a\",\"status\":201}],"
+        "\"errors\":[{\"id\":\"ev-b\",\"status\":500,"
+        "\"message\":\"storage unavailable\"},"
+        "{\"id\":\"ev-c\",\"status\":400,\"message\":\"Invalid request "
+        "data\",\"error\":\"bad\"}]}";
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    struct settle_log sl;
+    char url[64];
+    char *a1;
+    size_t ia;
+    size_t ib;
+    size_t ic;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    settle_log_init(&sl);
+    a1 = make_answer("207 Multi-Status", first);
+    s.answers[0] = a1;
+    s.n_answers = 1; /* then empty 207s: everything delivered */
+    server_start(&s);
+    http_config(&s, url, sizeof(url), &cfg);
+    settle_to(&cfg, &sl);
+    ex = start_exporter(&cfg);
+
+    add_event(&l, "ev-a");
+    add_event(&l, "ev-b");
+    add_event(&l, "ev-c");
+    for (size_t i = 0; i < l.len; i++) {
+        l.items[i].tag = 100 + i;
+    }
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 3);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_int_equal(sl.n, 3);
+    assert_int_equal(sl.mixed, 0);
+    assert_int_equal(sl.dead_calls, 1);
+    assert_int_equal(sl.delivered_calls, 2);
+
+    ia = settled_index(&sl, "ev-a");
+    assert_int_equal(sl.kind[ia], O2L_SETTLED_DELIVERED);
+    assert_int_equal(sl.tag[ia], 100);
+    assert_null(sl.message[ia]);
+
+    ic = settled_index(&sl, "ev-c");
+    assert_int_equal(sl.kind[ic], O2L_SETTLED_REJECTED);
+    assert_int_equal(sl.tag[ic], 102);
+    assert_int_equal(sl.status[ic], 400);
+    assert_non_null(sl.message[ic]);
+    assert_string_equal(sl.message[ic], "Invalid request data");
+
+    /* The 500 was sent again and only then delivered. */
+    ib = settled_index(&sl, "ev-b");
+    assert_int_equal(sl.kind[ib], O2L_SETTLED_DELIVERED);
+    assert_int_equal(sl.tag[ib], 101);
+    assert_true(ib > ia);
+    assert_true(ib > ic);
+
+    assert_int_equal(atomic_load(&s.n_requests), 2);
+    assert_non_null(strstr(s.bodies[1], "\"id\":\"ev-b\""));
+    assert_null(strstr(s.bodies[1], "ev-a"));
+    assert_null(strstr(s.bodies[1], "ev-c"));
+    assert_int_equal(st.events_delivered, 2);
+    assert_int_equal(st.events_rejected, 1);
+    assert_int_equal(st.events_retried, 1);
+    server_free(&s);
+    settle_log_free(&sl);
+    free(a1);
+}
+
+/* A refused event the owner cannot keep is offered again, not lost. */
+static void test_exporter_settle_failure_keeps_rejected_events(void **state)
+{
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    struct settle_log sl;
+    char url[64];
+    char *refused;
+    size_t i;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    settle_log_init(&sl);
+    sl.fail_dead = 2;
+    refused = make_answer("400 Bad Request", "{\"message\":\"nope\"}");
+    s.fallback = refused;
+    server_start(&s);
+    http_config(&s, url, sizeof(url), &cfg);
+    settle_to(&cfg, &sl);
+    ex = start_exporter(&cfg);
+
+    add_event(&l, "x1");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 1);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_int_equal(sl.dead_calls, 3);
+    assert_int_equal(sl.dead_refused, 2);
+    assert_int_equal(sl.delivered_calls, 0);
+    i = settled_index(&sl, "x1");
+    assert_int_equal(sl.kind[i], O2L_SETTLED_REJECTED);
+    assert_int_equal(sl.status[i], 400);
+    assert_non_null(sl.message[i]);
+    assert_non_null(strstr(sl.message[i], "nope"));
+    /* Kept in the queue, so each offer followed another attempt. */
+    assert_int_equal(atomic_load(&s.n_requests), 3);
+    assert_int_equal(st.events_rejected, 1);
+    assert_int_equal(st.events_retried, 2);
+    assert_int_equal(st.events_dropped, 0);
+    assert_int_equal(st.queue_events, 0);
+    server_free(&s);
+    settle_log_free(&sl);
+    free(refused);
+}
+
+static void test_exporter_max_age_expires_without_sending(void **state)
+{
+    const int64_t hour_ns = INT64_C(3600) * 1000000000;
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    struct settle_log sl;
+    char url[64];
+    int64_t now;
+    int sent;
+    size_t i;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    settle_log_init(&sl);
+    server_start(&s);
+    http_config(&s, url, sizeof(url), &cfg);
+    cfg.max_age_ms = 60000;
+    settle_to(&cfg, &sl);
+    ex = start_exporter(&cfg);
+
+    /* Only old events: they expire and no request goes out. */
+    now = (int64_t)o2l_now_ns();
+    add_event(&l, "old-1");
+    l.items[0].born_ns = 1;
+    add_event(&l, "old-2");
+    l.items[1].born_ns = now - hour_ns;
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 2);
+    o2l_exporter_stats(ex, &st);
+    assert_int_equal(st.events_expired, 2);
+    assert_int_equal(atomic_load(&s.n_requests), 0);
+
+    /* Fresh ones (and ones of unknown age) mixed with an old one. */
+    add_event(&l, "fresh");
+    l.items[0].born_ns = now;
+    add_event(&l, "old-3");
+    l.items[1].born_ns = now - hour_ns;
+    add_event(&l, "ageless");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 5);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_int_equal(st.events_expired, 3);
+    assert_int_equal(st.events_delivered, 2);
+    assert_int_equal(st.events_rejected, 0);
+    sent = atomic_load(&s.n_requests);
+    assert_true(sent >= 1);
+    for (int r = 0; r < sent && r < MAX_REQUESTS; r++) {
+        assert_null(strstr(s.bodies[r], "old-"));
+    }
+    assert_non_null(strstr(s.bodies[0], "\"id\":\"fresh\""));
+
+    assert_int_equal(sl.mixed, 0);
+    for (int k = 1; k <= 3; k++) {
+        char id[16];
+
+        snprintf(id, sizeof(id), "old-%d", k);
+        i = settled_index(&sl, id);
+        assert_int_equal(sl.kind[i], O2L_SETTLED_EXPIRED);
+        assert_non_null(sl.message[i]);
+    }
+    assert_int_equal(sl.kind[settled_index(&sl, "fresh")],
+                     O2L_SETTLED_DELIVERED);
+    assert_int_equal(sl.kind[settled_index(&sl, "ageless")],
+                     O2L_SETTLED_DELIVERED);
+    server_free(&s);
+    settle_log_free(&sl);
+}
+
+/* A 400 for the whole request: halving finds the one event at fault. */
+static void test_exporter_whole_request_refusal_is_split(void **state)
+{
+    static const char *const ids[] = {"a", "bad", "c", "d"};
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    struct settle_log sl;
+    char url[64];
+    char *refused;
+    size_t i;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    settle_log_init(&sl);
+    refused = make_answer("400 Bad Request",
+                          "{\"message\":\"Invalid request data\"}");
+    s.refuse_marker = "\"id\":\"bad\"";
+    s.refusal = refused;
+    server_start(&s);
+    http_config(&s, url, sizeof(url), &cfg);
+    settle_to(&cfg, &sl);
+    ex = start_exporter(&cfg);
+
+    for (i = 0; i < O2L_ARRAY_LEN(ids); i++) {
+        add_event(&l, ids[i]);
+    }
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 4);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_int_equal(st.events_delivered, 3);
+    assert_int_equal(st.events_rejected, 1);
+    assert_int_equal(st.events_dropped, 0);
+    /* [a bad c d], [a bad], [a], [bad], [c d] */
+    assert_int_equal(atomic_load(&s.n_requests), 5);
+    assert_int_equal(st.requests_failed, 3);
+
+    assert_int_equal(sl.mixed, 0);
+    assert_int_equal(sl.n, 4);
+    i = settled_index(&sl, "bad");
+    assert_int_equal(sl.kind[i], O2L_SETTLED_REJECTED);
+    assert_int_equal(sl.status[i], 400);
+    assert_non_null(sl.message[i]);
+    assert_non_null(strstr(sl.message[i], "Invalid request data"));
+    assert_int_equal(sl.kind[settled_index(&sl, "a")], O2L_SETTLED_DELIVERED);
+    assert_int_equal(sl.kind[settled_index(&sl, "c")], O2L_SETTLED_DELIVERED);
+    assert_int_equal(sl.kind[settled_index(&sl, "d")], O2L_SETTLED_DELIVERED);
+    server_free(&s);
+    settle_log_free(&sl);
+    free(refused);
+}
+
+/* The owner keeps queued events elsewhere: stop does not wait for them. */
+static void test_exporter_leave_queued_on_stop(void **state)
+{
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    struct settle_log sl;
+    char url[64];
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    settle_log_init(&sl);
+    s.fallback = "HTTP/1.1 503 Service Unavailable\r\n"
+                 "Content-Length: 0\r\n\r\n";
+    server_start(&s);
+    http_config(&s, url, sizeof(url), &cfg);
+    cfg.leave_queued_on_stop = true;
+    cfg.shutdown_timeout_ms = 2000;
+    settle_to(&cfg, &sl);
+    ex = start_exporter(&cfg);
+
+    add_event(&l, "k1");
+    add_event(&l, "k2");
+    add_event(&l, "k3");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_requests(&s, 2);
+    assert_true(atomic_load(&s.n_requests) >= 2);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_int_equal(st.events_queued, 3);
+    assert_int_equal(st.events_left, st.events_queued);
+    assert_int_equal(st.events_dropped, 0);
+    assert_int_equal(st.events_delivered, 0);
+    assert_int_equal(st.queue_events, 0);
+    /* Nothing was settled: the owner still holds all three. */
+    assert_int_equal(sl.delivered_calls + sl.dead_calls, 0);
+    server_free(&s);
+    settle_log_free(&sl);
+}
+
+/* A few 503s, then delivery, with the given backoff growth. */
+static void deliver_after_503s(double multiplier)
+{
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                               "Content-Length: 0\r\n\r\n";
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    char url[64];
+
+    memset(&s, 0, sizeof(s));
+    s.answers[0] = busy;
+    s.answers[1] = busy;
+    s.answers[2] = busy;
+    s.n_answers = 3;
+    server_start(&s);
+    http_config(&s, url, sizeof(url), &cfg);
+    cfg.retry_initial_ms = 5;
+    cfg.retry_max_ms = 50;
+    cfg.retry_multiplier = multiplier;
+    ex = start_exporter(&cfg);
+
+    add_event(&l, "m1");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 1);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_int_equal(atomic_load(&s.n_requests), 4);
+    assert_int_equal(st.requests_failed, 3);
+    assert_int_equal(st.events_retried, 3);
+    assert_int_equal(st.events_delivered, 1);
+    assert_int_equal(st.events_dropped, 0);
+    server_free(&s);
+}
+
+static void test_exporter_retry_multiplier(void **state)
+{
+    (void)state;
+    deliver_after_503s(1.0);
+    deliver_after_503s(3.0);
+    /* Below 1 is taken as 1: the backoff never shrinks. */
+    deliver_after_503s(0.5);
+}
+
 static void test_exporter_stop_gives_up_after_timeout(void **state)
 {
     struct o2l_exporter_config cfg;
@@ -742,10 +1419,19 @@ int main(void)
         cmocka_unit_test(test_exporter_file_sink_writes_json_lines),
         cmocka_unit_test(test_exporter_submit_respects_queue_bounds),
         cmocka_unit_test(test_exporter_refuses_more_than_the_queue_holds),
+        cmocka_unit_test(test_exporter_submit_wait_times_out_then_gets_room),
+        cmocka_unit_test(test_exporter_submit_wait_takes_oversized_list),
+        cmocka_unit_test(test_exporter_settle_failure_keeps_expired_events),
         cmocka_unit_test(test_exporter_http_207_retries_5xx_not_4xx),
         cmocka_unit_test(test_exporter_http_retries_whole_batch),
         cmocka_unit_test(test_exporter_http_wrong_url_is_retried),
         cmocka_unit_test(test_exporter_http_other_4xx_is_not_retried),
+        cmocka_unit_test(test_exporter_settle_reports_outcomes),
+        cmocka_unit_test(test_exporter_settle_failure_keeps_rejected_events),
+        cmocka_unit_test(test_exporter_max_age_expires_without_sending),
+        cmocka_unit_test(test_exporter_whole_request_refusal_is_split),
+        cmocka_unit_test(test_exporter_leave_queued_on_stop),
+        cmocka_unit_test(test_exporter_retry_multiplier),
         cmocka_unit_test(test_exporter_stop_gives_up_after_timeout),
     };
 

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * deadletter.h - the dead-letter file: events Langfuse refused for good
+ * (or that outlived the configured maximum age), one JSON object per line:
+ *
+ *   {"time":"2026-12-03T10:00:00.000000Z","status":400,
+ *    "message":"...","event":{...the ingestion event as sent...}}
+ *
+ * "message" is null when there was none. An event whose json does not
+ * parse as an object is kept as a string under "event_raw" instead.
+ *
+ * Written by the delivery thread; each write is a single write() of whole
+ * lines to a file opened with O_APPEND, so a replay running beside the
+ * daemon never interleaves with it. A line is on disk (fsync) before
+ * o2l_deadletter_append() returns, because the spool forgets the request
+ * right after.
+ */
+#ifndef O2L_DEADLETTER_H
+#define O2L_DEADLETTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "o2l/encode.h"
+#include "o2l/exporter.h"
+
+/* One line to write. */
+struct o2l_deadletter_entry {
+    const struct o2l_event *ev; /* its json is embedded as "event" */
+    int status;                 /* Langfuse's status; 0 when none */
+    const char *message;        /* Langfuse's message or our reason */
+};
+
+struct o2l_deadletter;
+
+/*
+ * Opens |path| for appending (created 0600 if missing; its directory must
+ * exist). Returns NULL with a message in |err|.
+ */
+struct o2l_deadletter *o2l_deadletter_open(const char *path, char *err,
+                                           size_t err_len);
+
+/*
+ * Appends |n| lines (time = |now_ns|, Unix ns) in one write and syncs.
+ * Returns O2L_OK, O2L_ENOMEM or O2L_EIO (then nothing may be assumed
+ * written and the caller must keep the events).
+ */
+int o2l_deadletter_append(struct o2l_deadletter *dl,
+                          const struct o2l_deadletter_entry *entries, size_t n,
+                          int64_t now_ns);
+
+/*
+ * Appends the exporter's refused or expired events |items| (status and
+ * message taken from each), as o2l_deadletter_append() does.
+ */
+int o2l_deadletter_append_settled(struct o2l_deadletter *dl,
+                                  const struct o2l_settled *items, size_t n,
+                                  int64_t now_ns);
+
+void o2l_deadletter_close(struct o2l_deadletter *dl);
+
+/*
+ * Reads one line of a dead-letter file back into an event: json is
+ * "event" re-serialized compactly, id its "id"; both are owned by |ev|
+ * (o2l_event_free). |status| (may be NULL) gets the recorded status.
+ * Returns O2L_OK, O2L_ENOMEM, or O2L_EPARSE for a line that is not such
+ * an object (an "event_raw" line included); |ev| is then empty.
+ */
+int o2l_deadletter_parse_line(const char *line, size_t len,
+                              struct o2l_event *ev, int *status);
+
+#endif /* O2L_DEADLETTER_H */

@@ -1,0 +1,348 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* deadletter.c - the append-only JSON-lines file of undeliverable events. */
+#include "o2l/deadletter.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "o2l/common.h"
+
+/* Attempts to find the file in place when a replay renames it meanwhile. */
+#define REOPEN_TRIES 8
+
+struct o2l_deadletter {
+    char *path;
+    /*
+     * A failed append may have left part of a line behind. The next
+     * append then starts with a newline, so the fragment stays a line of
+     * its own (skipped as unparseable) instead of spoiling a whole one.
+     */
+    bool partial_line;
+};
+
+/*
+ * Opens the file for one append and locks it. A replay renames the file
+ * aside and then takes the same lock before reading it, so a writer that
+ * opened the old file checks, once it holds the lock, that the path still
+ * names what it opened, and opens again if not. Returns the descriptor
+ * or -1 with errno set.
+ */
+static int open_locked(const char *path)
+{
+    for (int i = 0; i < REOPEN_TRIES; i++) {
+        struct stat held, named;
+        int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+
+        if (fd < 0) {
+            return -1;
+        }
+        if (flock(fd, LOCK_EX) == 0 && fstat(fd, &held) == 0 &&
+            stat(path, &named) == 0 && held.st_dev == named.st_dev &&
+            held.st_ino == named.st_ino) {
+            return fd;
+        }
+        close(fd);
+    }
+    errno = EAGAIN;
+    return -1;
+}
+
+struct o2l_deadletter *o2l_deadletter_open(const char *path, char *err,
+                                           size_t err_len)
+{
+    struct o2l_deadletter *dl;
+    int fd;
+
+    dl = o2l_calloc(1, sizeof(*dl));
+    if (dl) {
+        dl->path = o2l_strdup(path);
+    }
+    if (!dl || !dl->path) {
+        snprintf(err, err_len, "dead-letter file %s: out of memory", path);
+        o2l_free(dl);
+        return NULL;
+    }
+    /* Made now, so a wrong path stops the start, not the first refusal. */
+    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, err_len, "cannot open dead-letter file %s: %s", path,
+                 strerror(errno));
+        o2l_free(dl->path);
+        o2l_free(dl);
+        return NULL;
+    }
+    close(fd);
+    return dl;
+}
+
+static cJSON *entry_to_json(const struct o2l_deadletter_entry *e,
+                            const char *iso)
+{
+    const struct o2l_event *ev = e->ev;
+    cJSON *obj = cJSON_CreateObject();
+    cJSON *event = NULL;
+
+    if (!obj || !cJSON_AddStringToObject(obj, "time", iso) ||
+        !cJSON_AddNumberToObject(obj, "status", e->status)) {
+        goto fail;
+    }
+    if (e->message) {
+        if (!cJSON_AddStringToObject(obj, "message", e->message)) {
+            goto fail;
+        }
+    } else if (!cJSON_AddNullToObject(obj, "message")) {
+        goto fail;
+    }
+
+    if (ev && ev->json) {
+        event = cJSON_ParseWithLength(ev->json, ev->len);
+    }
+    if (event && cJSON_IsObject(event)) {
+        if (!cJSON_AddItemToObject(obj, "event", event)) {
+            goto fail;
+        }
+        event = NULL;
+    } else if (!cJSON_AddStringToObject(obj, "event_raw",
+                                        ev && ev->json ? ev->json : "")) {
+        goto fail;
+    }
+    cJSON_Delete(event);
+    return obj;
+
+fail:
+    cJSON_Delete(event);
+    cJSON_Delete(obj);
+    return NULL;
+}
+
+/* Appends |len| bytes of |s| and a newline to the growing buffer. */
+static int buf_add_line(char **buf, size_t *used, size_t *cap, const char *s,
+                        size_t len)
+{
+    size_t need = *used + len + 1;
+
+    if (need > *cap) {
+        size_t grown = *cap ? *cap * 2 : 4096;
+        char *p;
+
+        while (grown < need) {
+            grown *= 2;
+        }
+        p = o2l_realloc(*buf, grown);
+        if (!p) {
+            return O2L_ENOMEM;
+        }
+        *buf = p;
+        *cap = grown;
+    }
+    memcpy(*buf + *used, s, len);
+    (*buf)[*used + len] = '\n';
+    *used = need;
+    return O2L_OK;
+}
+
+/*
+ * Renders every entry as one compact line. cJSON escapes control
+ * characters, so a newline in a message never splits a line.
+ */
+static int render_lines(const struct o2l_deadletter_entry *entries, size_t n,
+                        const char *iso, bool lead_newline, char **out,
+                        size_t *out_len)
+{
+    char *buf = NULL;
+    size_t used = 0;
+    size_t cap = 0;
+    int rc = O2L_OK;
+
+    if (lead_newline) {
+        rc = buf_add_line(&buf, &used, &cap, "", 0);
+    }
+    for (size_t i = 0; i < n && rc == O2L_OK; i++) {
+        cJSON *obj = entry_to_json(&entries[i], iso);
+        char *line = obj ? cJSON_PrintUnformatted(obj) : NULL;
+
+        rc = line ? buf_add_line(&buf, &used, &cap, line, strlen(line))
+                  : O2L_ENOMEM;
+        cJSON_free(line);
+        cJSON_Delete(obj);
+    }
+    if (rc != O2L_OK) {
+        o2l_free(buf);
+        return rc;
+    }
+    *out = buf;
+    *out_len = used;
+    return O2L_OK;
+}
+
+/* Writes all of |buf|; returns the bytes written before any failure. */
+static size_t write_all(int fd, const char *buf, size_t len, int *rc)
+{
+    size_t off = 0;
+
+    *rc = O2L_OK;
+    while (off < len) {
+        ssize_t w = write(fd, buf + off, len - off);
+
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            *rc = O2L_EIO;
+            break;
+        }
+        off += (size_t)w;
+    }
+    return off;
+}
+
+int o2l_deadletter_append(struct o2l_deadletter *dl,
+                          const struct o2l_deadletter_entry *entries, size_t n,
+                          int64_t now_ns)
+{
+    char iso[O2L_ISO_LEN];
+    char *buf = NULL;
+    size_t len = 0;
+    size_t written;
+    int fd = -1;
+    int rc;
+
+    if (n == 0) {
+        return O2L_OK;
+    }
+    o2l_iso_time(now_ns > 0 ? (uint64_t)now_ns : 0, iso);
+    rc = render_lines(entries, n, iso, dl->partial_line, &buf, &len);
+    if (rc != O2L_OK) {
+        goto out;
+    }
+
+    /*
+     * One write() of whole lines: with O_APPEND another writer's lines
+     * land before or after ours, never inside. Only a short write (disk
+     * full, signal) splits it, and then the rest follows in a loop.
+     */
+    fd = open_locked(dl->path);
+    if (fd < 0) {
+        rc = O2L_EIO;
+        goto out;
+    }
+    written = write_all(fd, buf, len, &rc);
+    if (rc != O2L_OK) {
+        dl->partial_line = written > 0;
+        goto out;
+    }
+    dl->partial_line = false;
+    if (fsync(fd) != 0) {
+        rc = O2L_EIO;
+    }
+
+out:
+    if (fd >= 0) {
+        close(fd); /* also drops the lock */
+    }
+    o2l_free(buf);
+    return rc;
+}
+
+int o2l_deadletter_append_settled(struct o2l_deadletter *dl,
+                                  const struct o2l_settled *items, size_t n,
+                                  int64_t now_ns)
+{
+    struct o2l_deadletter_entry *e;
+    int rc;
+
+    if (n == 0) {
+        return O2L_OK;
+    }
+    e = o2l_calloc(n, sizeof(*e));
+    if (!e) {
+        return O2L_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        e[i].ev = items[i].ev;
+        e[i].status = items[i].status;
+        e[i].message = items[i].message;
+    }
+    rc = o2l_deadletter_append(dl, e, n, now_ns);
+    o2l_free(e);
+    return rc;
+}
+
+void o2l_deadletter_close(struct o2l_deadletter *dl)
+{
+    if (!dl) {
+        return;
+    }
+    o2l_free(dl->path);
+    o2l_free(dl);
+}
+
+/*
+ * Parses |len| bytes that must hold one JSON value and nothing else but
+ * whitespace: two objects run together on one line are refused.
+ */
+static cJSON *parse_whole(const char *text, size_t len)
+{
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+
+    if (!root) {
+        return NULL;
+    }
+    for (; end < text + len; end++) {
+        if (*end != ' ' && *end != '\t' && *end != '\r' && *end != '\n') {
+            cJSON_Delete(root);
+            return NULL;
+        }
+    }
+    return root;
+}
+
+int o2l_deadletter_parse_line(const char *line, size_t len,
+                              struct o2l_event *ev, int *status)
+{
+    cJSON *root;
+    const cJSON *event;
+    const cJSON *id;
+    const cJSON *st;
+    char *json = NULL;
+    int rc = O2L_EPARSE;
+
+    memset(ev, 0, sizeof(*ev));
+    root = parse_whole(line, len);
+    event = cJSON_GetObjectItemCaseSensitive(root, "event");
+    id = cJSON_GetObjectItemCaseSensitive(event, "id");
+    st = cJSON_GetObjectItemCaseSensitive(root, "status");
+    if (!cJSON_IsObject(root) || !cJSON_IsObject(event) ||
+        !cJSON_IsString(id) || !cJSON_IsNumber(st)) {
+        goto out;
+    }
+
+    /* cJSON allocates through o2l_malloc (o2l_mem_init), so |json| is ours. */
+    json = cJSON_PrintUnformatted(event);
+    ev->id = o2l_strdup(id->valuestring);
+    if (!json || !ev->id) {
+        rc = O2L_ENOMEM;
+        o2l_free(json);
+        o2l_event_free(ev);
+        goto out;
+    }
+    ev->json = json;
+    ev->len = strlen(json);
+    if (status) {
+        *status = st->valueint;
+    }
+    rc = O2L_OK;
+
+out:
+    cJSON_Delete(root);
+    return rc;
+}

@@ -9,8 +9,10 @@
 
 #include <event2/event.h>
 
+#include "o2l/admin.h"
 #include "o2l/common.h"
 #include "o2l/config.h"
+#include "o2l/deadletter.h"
 #include "o2l/encode.h"
 #include "o2l/exporter.h"
 #include "o2l/grpc_receiver.h"
@@ -18,6 +20,8 @@
 #include "o2l/log.h"
 #include "o2l/otlp.h"
 #include "o2l/pipeline.h"
+#include "o2l/replay.h"
+#include "o2l/spool.h"
 #include "o2l/tls.h"
 
 extern char **environ;
@@ -26,6 +30,8 @@ extern char **environ;
 #define GRPC_DRAIN_MS 5000
 /* gRPC connections silent this long are closed. */
 #define GRPC_IDLE_TIMEOUT_S 300
+/* Time given to answers written at stop to leave before sockets close. */
+#define REPLY_FLUSH_MS 200
 
 enum exit_code {
     EXIT_OK = 0,
@@ -38,7 +44,12 @@ struct daemon {
     struct o2l_log log;
     struct event_base *base;
     struct o2l_exporter *exporter;
+    struct o2l_spool *spool;
+    struct o2l_deadletter *dead;
+    char *dead_path;
     struct o2l_pipeline pipeline;
+    struct o2l_admin *admin;
+    bool stopping;
     struct o2l_http_receiver *http;
     struct o2l_grpc_receiver *grpc;
     struct o2l_tls *http_tls; /* NULL without TLS settings */
@@ -54,12 +65,18 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: otel2langfuse [serve] [SETTINGS...]\n"
             "       otel2langfuse convert [FILE] [SETTINGS...]\n"
+            "       otel2langfuse dead-letter replay [--file FILE] "
+            "[SETTINGS...]\n"
             "       otel2langfuse --help | --version\n"
             "\n"
             "serve    receive OTLP traces (HTTP :4318, gRPC :4317) and\n"
             "         deliver them to Langfuse; the default command\n"
             "convert  map one OTLP export (JSON or protobuf, detected; stdin\n"
             "         without FILE) and print the ingestion batch it becomes\n"
+            "dead-letter replay\n"
+            "         send the events of the dead-letter file (or FILE) to\n"
+            "         Langfuse again, after the cause is fixed; events refused\n"
+            "         again go back to the dead-letter file\n"
             "\n");
     o2l_config_print_help(out);
 }
@@ -225,6 +242,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     d->stop_signal = sig == SIGTERM  ? "SIGTERM"
                      : sig == SIGINT ? "SIGINT"
                                      : "SIGHUP";
+    d->stopping = true;
     o2l_http_receiver_close_listener(d->http);
     if (d->grpc) {
         /* The loop stops once gRPC streams in progress have finished. */
@@ -300,28 +318,66 @@ static int start_grpc(struct daemon *d)
     return O2L_OK;
 }
 
+/* Fills |ec| from the settings; credentials only when both are set. */
+static void exporter_config_from(const struct o2l_config *cfg,
+                                 struct o2l_exporter_config *ec)
+{
+    bool creds = cfg->public_key && *cfg->public_key;
+
+    o2l_exporter_config_defaults(ec);
+    if (creds) {
+        ec->base_url = cfg->base_url;
+        ec->public_key = cfg->public_key;
+        ec->secret_key = cfg->secret_key;
+    }
+    ec->file_path = cfg->file_sink;
+    ec->flush_interval_ms = (uint32_t)cfg->flush_interval_ms;
+    ec->batch_max_events = (size_t)cfg->batch_max_events;
+    ec->batch_max_bytes = (size_t)cfg->batch_max_bytes;
+    ec->queue_max_events = (size_t)cfg->queue_max_events;
+    ec->queue_max_bytes = (size_t)cfg->queue_max_bytes;
+    ec->request_timeout_ms = (uint32_t)cfg->request_timeout_ms;
+    ec->retry_initial_ms = (uint32_t)cfg->retry_initial_ms;
+    ec->retry_max_ms = (uint32_t)cfg->retry_max_ms;
+    ec->retry_multiplier = cfg->retry_multiplier;
+    ec->max_age_ms = cfg->max_age_s * 1000u;
+    ec->auth_retry_ms = (uint32_t)cfg->auth_retry_ms;
+    ec->shutdown_timeout_ms = (uint32_t)cfg->shutdown_timeout_ms;
+}
+
+/* The dead-letter file: the setting, or dead-letter.jsonl in the spool. */
+static char *dead_letter_path(const struct o2l_config *cfg)
+{
+    static const char name[] = "/dead-letter.jsonl";
+    char *path;
+
+    if (cfg->dead_letter_file && *cfg->dead_letter_file) {
+        return o2l_strdup(cfg->dead_letter_file);
+    }
+    path = o2l_malloc(strlen(cfg->spool_dir) + sizeof(name));
+    if (path) {
+        memcpy(path, cfg->spool_dir, strlen(cfg->spool_dir));
+        memcpy(path + strlen(cfg->spool_dir), name, sizeof(name));
+    }
+    return path;
+}
+
 static int start_exporter(struct daemon *d)
 {
     struct o2l_exporter_config ec;
     const struct o2l_config *cfg = &d->cfg;
     bool creds = cfg->public_key && *cfg->public_key;
 
-    o2l_exporter_config_defaults(&ec);
-    if (creds) {
-        ec.base_url = cfg->base_url;
-        ec.public_key = cfg->public_key;
-        ec.secret_key = cfg->secret_key;
-    } else {
+    exporter_config_from(cfg, &ec);
+    if (!creds) {
+        FILE *f;
+
         o2l_log_info(&d->log, "main",
                      "no Langfuse credentials: writing ingestion events to "
                      "%s as JSON lines (set LANGFUSE_PUBLIC_KEY, "
                      "LANGFUSE_SECRET_KEY and LANGFUSE_BASE_URL to deliver)",
                      cfg->file_sink);
-    }
-    ec.file_path = cfg->file_sink;
-    if (!creds) {
-        FILE *f = fopen(cfg->file_sink, "a");
-
+        f = fopen(cfg->file_sink, "a");
         if (!f) {
             o2l_log_error(&d->log, "main",
                           "setting export.file_sink: cannot open %s: %s",
@@ -330,15 +386,10 @@ static int start_exporter(struct daemon *d)
         }
         fclose(f);
     }
-    ec.flush_interval_ms = (uint32_t)cfg->flush_interval_ms;
-    ec.batch_max_events = (size_t)cfg->batch_max_events;
-    ec.batch_max_bytes = (size_t)cfg->batch_max_bytes;
-    ec.queue_max_events = (size_t)cfg->queue_max_events;
-    ec.queue_max_bytes = (size_t)cfg->queue_max_bytes;
-    ec.request_timeout_ms = (uint32_t)cfg->request_timeout_ms;
-    ec.retry_initial_ms = (uint32_t)cfg->retry_initial_ms;
-    ec.retry_max_ms = (uint32_t)cfg->retry_max_ms;
-    ec.shutdown_timeout_ms = (uint32_t)cfg->shutdown_timeout_ms;
+    /* Queued events are in the spool too: a stop leaves them there. */
+    ec.leave_queued_on_stop = true;
+    ec.on_settle = o2l_pipeline_on_settle;
+    ec.settle_arg = &d->pipeline;
 
     d->exporter = o2l_exporter_create(&ec, &d->log);
     if (!d->exporter) {
@@ -348,10 +399,100 @@ static int start_exporter(struct daemon *d)
     return o2l_exporter_start(d->exporter);
 }
 
+/* Opens the spool and the dead-letter file; says what an old run left. */
+static int open_spool(struct daemon *d)
+{
+    struct o2l_spool_config sc = {0};
+    struct o2l_spool_stats st;
+    char err[512];
+
+    sc.dir = d->cfg.spool_dir;
+    sc.max_bytes = d->cfg.spool_max_bytes;
+    sc.sync = d->cfg.spool_sync;
+    d->spool = o2l_spool_open(&sc, &d->log, err, sizeof(err));
+    if (!d->spool) {
+        o2l_log_error(&d->log, "main", "setting spool.dir: %s", err);
+        return O2L_EINVAL;
+    }
+    o2l_spool_stats(d->spool, &st);
+    if (st.recovered_requests > 0) {
+        o2l_log_info(&d->log, "main",
+                     "spool recovered requests=%llu bytes=%llu from an "
+                     "earlier run; delivering them first",
+                     (unsigned long long)st.recovered_requests,
+                     (unsigned long long)st.recovered_bytes);
+    }
+    if (!d->cfg.spool_sync) {
+        o2l_log_warn(&d->log, "main",
+                     "spool.sync is off: acknowledged requests can be lost "
+                     "in a power cut or kernel crash");
+    }
+    d->dead_path = dead_letter_path(&d->cfg);
+    if (!d->dead_path) {
+        return O2L_ENOMEM;
+    }
+    d->dead = o2l_deadletter_open(d->dead_path, err, sizeof(err));
+    if (!d->dead) {
+        o2l_log_error(&d->log, "main", "setting export.dead_letter_file: %s",
+                      err);
+        return O2L_EINVAL;
+    }
+    return O2L_OK;
+}
+
+static bool daemon_ready(void *arg, char *reason, size_t len)
+{
+    struct daemon *d = arg;
+
+    if (d->stopping) {
+        snprintf(reason, len, "stopping");
+        return false;
+    }
+    return o2l_pipeline_ready(&d->pipeline, reason, len);
+}
+
+static void daemon_metrics(void *arg, struct evbuffer *out)
+{
+    struct daemon *d = arg;
+
+    o2l_pipeline_write_metrics(&d->pipeline, out);
+}
+
+static int start_admin(struct daemon *d)
+{
+    struct o2l_admin_config ac = {0};
+    const char *listen = d->cfg.admin_listen;
+    char err[512];
+
+    if (!listen || !*listen || strcmp(listen, "off") == 0) {
+        return O2L_OK;
+    }
+    ac.listen = listen;
+    ac.ready = daemon_ready;
+    ac.metrics = daemon_metrics;
+    ac.arg = d;
+    d->admin = o2l_admin_start(d->base, &ac, &d->log, err, sizeof(err));
+    if (!d->admin) {
+        o2l_log_error(&d->log, "main", "admin: %s", err);
+        return O2L_EIO;
+    }
+    return O2L_OK;
+}
+
+/* Runs the loop a moment so answers written during the stop go out. */
+static void flush_replies(struct daemon *d)
+{
+    struct timeval tv = {0, REPLY_FLUSH_MS * 1000};
+
+    event_base_loopexit(d->base, &tv);
+    event_base_dispatch(d->base);
+}
+
 static int cmd_serve(struct daemon *d)
 {
     struct o2l_http_receiver_config hc = {0};
     const char *colon;
+    char admin_addr[300] = "off";
     char err[512];
     int rc;
 
@@ -366,7 +507,10 @@ static int cmd_serve(struct daemon *d)
         o2l_log_error(&d->log, "main", "cannot create the event loop");
         return EXIT_FAILURE_RUN;
     }
-    rc = start_exporter(d);
+    rc = open_spool(d);
+    if (rc == O2L_OK) {
+        rc = start_exporter(d);
+    }
     if (rc == O2L_EINVAL) {
         return EXIT_USAGE;
     }
@@ -374,7 +518,15 @@ static int cmd_serve(struct daemon *d)
         return EXIT_FAILURE_RUN;
     }
     d->pipeline.exporter = d->exporter;
+    d->pipeline.spool = d->spool;
+    d->pipeline.dead = d->dead;
+    d->pipeline.log = &d->log;
     map_config_from(&d->cfg, &d->pipeline.map);
+    if (o2l_spool_start(d->spool, d->base) != O2L_OK ||
+        o2l_pipeline_start(&d->pipeline) != O2L_OK) {
+        o2l_log_error(&d->log, "main", "cannot start the delivery threads");
+        return EXIT_FAILURE_RUN;
+    }
 
     hc.listen = d->cfg.http_listen;
     hc.max_body_bytes = (size_t)d->cfg.http_max_body_bytes;
@@ -386,7 +538,7 @@ static int cmd_serve(struct daemon *d)
         o2l_log_error(&d->log, "main", "receiver http: %s", err);
         return EXIT_FAILURE_RUN;
     }
-    if (start_grpc(d) != O2L_OK) {
+    if (start_grpc(d) != O2L_OK || start_admin(d) != O2L_OK) {
         return EXIT_FAILURE_RUN;
     }
     d->sigterm = evsignal_new(d->base, SIGTERM, on_stop_signal, d);
@@ -400,21 +552,62 @@ static int cmd_serve(struct daemon *d)
         o2l_log_error(&d->log, "main", "cannot install signal handlers");
         return EXIT_FAILURE_RUN;
     }
+    if (d->admin) {
+        colon = strrchr(d->cfg.admin_listen, ':');
+        snprintf(admin_addr, sizeof(admin_addr), "%.*s:%d",
+                 (int)(colon - d->cfg.admin_listen), d->cfg.admin_listen,
+                 o2l_admin_port(d->admin));
+    }
     colon = strrchr(d->cfg.http_listen, ':');
-    o2l_log_info(&d->log, "main", "otel2langfuse %s listening http=%.*s:%d",
+    o2l_log_info(&d->log, "main",
+                 "otel2langfuse %s listening http=%.*s:%d admin=%s",
                  O2L_VERSION, (int)(colon - d->cfg.http_listen),
-                 d->cfg.http_listen, o2l_http_receiver_port(d->http));
+                 d->cfg.http_listen, o2l_http_receiver_port(d->http),
+                 admin_addr);
 
     event_base_dispatch(d->base);
 
-    o2l_log_info(&d->log, "main", "stopping on %s: flushing queued events",
+    o2l_log_info(&d->log, "main",
+                 "stopping on %s: answering stored requests, finishing the "
+                 "request in flight; the rest stays in the spool",
                  d->stop_signal ? d->stop_signal : "loop exit");
-    /*
-     * A requested stop is a clean exit even when events had to be left
-     * behind: the exporter has logged how many, as an error.
-     */
-    o2l_exporter_stop(d->exporter);
+    d->stopping = true;
+    /* Requests waiting for the disk are answered, then the answers sent. */
+    o2l_pipeline_stop_intake(&d->pipeline);
+    flush_replies(d);
+    o2l_pipeline_stop(&d->pipeline);
     return EXIT_OK;
+}
+
+static int cmd_replay(struct daemon *d, const char *file)
+{
+    struct o2l_exporter_config ec;
+    struct o2l_replay_result res;
+    char *path = NULL;
+    int rc;
+
+    if (!d->cfg.public_key || !*d->cfg.public_key) {
+        fprintf(stderr,
+                "otel2langfuse: dead-letter replay needs Langfuse "
+                "credentials (LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, "
+                "LANGFUSE_BASE_URL)\n");
+        return EXIT_USAGE;
+    }
+    path = file ? o2l_strdup(file) : dead_letter_path(&d->cfg);
+    if (!path) {
+        return EXIT_FAILURE_RUN;
+    }
+    exporter_config_from(&d->cfg, &ec);
+    rc = o2l_replay_dead_letters(&ec, path, &d->log, &res);
+    o2l_free(path);
+    if (rc != O2L_OK) {
+        return EXIT_FAILURE_RUN;
+    }
+    printf("replayed=%zu delivered=%zu refused_again=%zu unreadable=%zu\n",
+           res.replayed, res.delivered, res.refused, res.unreadable);
+    return res.delivered == res.replayed && res.unreadable == 0
+               ? EXIT_OK
+               : EXIT_FAILURE_RUN;
 }
 
 static void daemon_free(struct daemon *d)
@@ -428,12 +621,21 @@ static void daemon_free(struct daemon *d)
     if (d->sighup) {
         event_free(d->sighup);
     }
+    o2l_admin_stop(d->admin);
+    /* Answers waiting for the spool first: they refer to the receivers. */
+    if (d->spool) {
+        o2l_pipeline_stop_intake(&d->pipeline);
+    }
     o2l_http_receiver_free(d->http);
     o2l_grpc_receiver_free(d->grpc);
     /* After the receivers: their connections refer to these. */
     o2l_tls_free(d->http_tls);
     o2l_tls_free(d->grpc_tls);
+    o2l_pipeline_free(&d->pipeline);
     o2l_exporter_destroy(d->exporter);
+    o2l_spool_close(d->spool);
+    o2l_deadletter_close(d->dead);
+    o2l_free(d->dead_path);
     if (d->base) {
         event_base_free(d->base);
     }
@@ -445,6 +647,7 @@ int main(int argc, char **argv)
     struct daemon d;
     const char *command = "serve";
     const char *file = NULL;
+    bool replay = false;
     int *rest;
     int n_rest = 0;
     int code = EXIT_OK;
@@ -474,8 +677,15 @@ int main(int argc, char **argv)
     for (int i = 0; i < n_rest; i++) {
         const char *a = argv[1 + rest[i]];
 
-        if (i == 0 && (strcmp(a, "serve") == 0 || strcmp(a, "convert") == 0)) {
+        if (i == 0 && (strcmp(a, "serve") == 0 || strcmp(a, "convert") == 0 ||
+                       strcmp(a, "dead-letter") == 0)) {
             command = a;
+        } else if (strcmp(command, "dead-letter") == 0 && i == 1 &&
+                   strcmp(a, "replay") == 0) {
+            replay = true;
+        } else if (replay && !file && strcmp(a, "--file") == 0 &&
+                   i + 1 < n_rest) {
+            file = argv[1 + rest[++i]];
         } else if (strcmp(command, "convert") == 0 && !file &&
                    (a[0] != '-' || strcmp(a, "-") == 0)) {
             file = strcmp(a, "-") == 0 ? NULL : a;
@@ -492,6 +702,14 @@ int main(int argc, char **argv)
 
     if (strcmp(command, "convert") == 0) {
         code = cmd_convert(&d.cfg, file);
+    } else if (strcmp(command, "dead-letter") == 0) {
+        if (!replay) {
+            fprintf(stderr, "otel2langfuse: dead-letter needs a subcommand: "
+                            "replay (see --help)\n");
+            code = EXIT_USAGE;
+        } else {
+            code = cmd_replay(&d, file);
+        }
     } else {
         code = cmd_serve(&d);
     }

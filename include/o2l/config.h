@@ -38,8 +38,20 @@ struct o2l_config {
     uint64_t request_timeout_ms;
     uint64_t retry_initial_ms;
     uint64_t retry_max_ms;
+    double retry_multiplier;
+    uint64_t max_age_s; /* 0: never give up */
+    uint64_t auth_retry_ms;
     uint64_t shutdown_timeout_ms;
+    char *dead_letter_file; /* "" : dead-letter.jsonl in spool_dir */
     char *file_sink; /* where events go without credentials */
+
+    /* spool */
+    char *spool_dir;
+    uint64_t spool_max_bytes;
+    bool spool_sync;
+
+    /* admin */
+    char *admin_listen; /* host:port; "" or "off" disables */
 
     /* log */
     char *log_level;

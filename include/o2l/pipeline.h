@@ -1,24 +1,55 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * pipeline.h - what happens to an accepted export: map, encode, and hand
- * the events to the exporter. Receivers call o2l_pipeline_submit(); the
- * convert command calls o2l_pipeline_encode() and prints the result, so
- * both produce the same events. The durable spool goes in front of the
- * map step here.
+ * pipeline.h - what happens to an accepted export.
+ *
+ * Receive side (the libevent loop): o2l_pipeline_submit() hands the
+ * request body to the spool; the receiver answers once the spool says it
+ * is on disk.
+ *
+ * Delivery side (a thread of its own): requests are read from the spool
+ * in order, decoded again, mapped, encoded and queued on the exporter.
+ * Each event carries the id of its request; when every event of a
+ * request is settled (delivered, or written to the dead-letter file) the
+ * request is deleted from the spool.
+ *
+ * The convert command calls o2l_pipeline_encode() alone, so it prints the
+ * very events the daemon delivers.
  */
 #ifndef O2L_PIPELINE_H
 #define O2L_PIPELINE_H
 
+#include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 
+#include "o2l/deadletter.h"
 #include "o2l/encode.h"
 #include "o2l/exporter.h"
+#include "o2l/log.h"
 #include "o2l/mapper.h"
+#include "o2l/otlp.h"
 #include "o2l/span.h"
+#include "o2l/spool.h"
+
+/*
+ * Counters, read with o2l_pipeline_stats (what was accepted is counted by
+ * the spool, which knows when it is on disk).
+ */
+struct o2l_pipeline_stats {
+    uint64_t requests_refused;  /* spool full, stopping or out of memory */
+    uint64_t requests_delivered; /* every event settled; deleted */
+    uint64_t requests_unreadable; /* spooled requests that no longer decode */
+};
+
+struct o2l_pipeline_delivery; /* private to pipeline.c */
 
 struct o2l_pipeline {
     struct o2l_map_config map;
-    struct o2l_exporter *exporter; /* NULL: encode only */
+    struct o2l_exporter *exporter;  /* NULL: encode only */
+    struct o2l_spool *spool;        /* NULL: encode only */
+    struct o2l_deadletter *dead;    /* where refused events go */
+    const struct o2l_log *log;
+    struct o2l_pipeline_delivery *delivery;
 };
 
 /*
@@ -29,17 +60,78 @@ int o2l_pipeline_encode(const struct o2l_pipeline *p,
                         const struct o2l_export *ex,
                         struct o2l_event_list *out);
 
-/* True when a submit has a chance: the exporter's queue has room. */
-bool o2l_pipeline_accepting(struct o2l_pipeline *p);
+/*
+ * The exporter's settle callback for a pipeline (pass |p| as its
+ * argument): dead-letters refused and expired events and deletes spool
+ * requests once all their events are settled.
+ */
+int o2l_pipeline_on_settle(void *p, const struct o2l_settled *items,
+                           size_t n);
 
 /*
- * Maps, encodes and queues |ex| for export. Returns O2L_OK once the
- * events are queued, O2L_EFULL when the exporter's queue is full (the
- * receiver answers 503 and the client retries), O2L_ETOOBIG when the
- * request is larger than the whole queue (the client must send smaller
- * requests or the queue be raised), O2L_ESTOPPED during shutdown, or
- * O2L_ENOMEM. On any error nothing was queued.
+ * Starts the delivery thread. The exporter must have been created with
+ * o2l_pipeline_on_settle and |p| as its settle callback. Returns O2L_OK,
+ * O2L_ENOMEM or O2L_EIO.
  */
-int o2l_pipeline_submit(struct o2l_pipeline *p, const struct o2l_export *ex);
+int o2l_pipeline_start(struct o2l_pipeline *p);
+
+/*
+ * True when a request of |len| bytes would be taken now: there is room,
+ * and the spool has not refused a request for want of room since the
+ * last one left it.
+ */
+bool o2l_pipeline_accepting(struct o2l_pipeline *p, size_t len);
+
+/* True from a refusal for want of room until a request leaves the spool. */
+bool o2l_pipeline_full(struct o2l_pipeline *p);
+
+/* What the receiver decoded, to be stored. */
+struct o2l_pipeline_request {
+    enum o2l_otlp_format format;
+    const unsigned char *body; /* decompressed; copied */
+    size_t len;
+    int64_t received_ns; /* the now_ns the receiver decoded with */
+    size_t n_spans;      /* spans accepted from it */
+};
+
+/*
+ * Stores |req| in the spool. On O2L_OK |done| runs later on the receive
+ * thread with O2L_OK (on disk: answer success) or an error (answer 503);
+ * *ticket (if not NULL) lets the caller cancel the callback when its
+ * request goes away. Otherwise no callback runs: O2L_EFULL (spool at its
+ * cap: 503 and retry later), O2L_ETOOBIG (larger than the whole spool:
+ * 413), O2L_ESTOPPED (503) or O2L_ENOMEM (503).
+ */
+int o2l_pipeline_submit(struct o2l_pipeline *p,
+                        const struct o2l_pipeline_request *req,
+                        o2l_spool_done_fn done, void *arg,
+                        struct o2l_spool_ticket **ticket);
+
+/*
+ * Stops intake: appends waiting for the disk are committed and their
+ * callbacks run on this thread (the receive thread); later submits get
+ * O2L_ESTOPPED. Idempotent.
+ */
+void o2l_pipeline_stop_intake(struct o2l_pipeline *p);
+
+/*
+ * Stops intake if not yet done, stops the delivery thread and lets the
+ * exporter finish the request in flight. What was not delivered stays in
+ * the spool for the next start.
+ */
+void o2l_pipeline_stop(struct o2l_pipeline *p);
+
+/* Readiness: false with |reason| filled when the spool is full. */
+bool o2l_pipeline_ready(struct o2l_pipeline *p, char *reason, size_t len);
+
+struct evbuffer;
+
+/* Writes every counter and gauge of the pipeline in Prometheus form. */
+void o2l_pipeline_write_metrics(struct o2l_pipeline *p, struct evbuffer *out);
+
+void o2l_pipeline_stats(struct o2l_pipeline *p, struct o2l_pipeline_stats *out);
+
+/* Frees the delivery state (after stop). Accepts a never-started one. */
+void o2l_pipeline_free(struct o2l_pipeline *p);
 
 #endif /* O2L_PIPELINE_H */

@@ -15,6 +15,7 @@
 enum setting_kind {
     KIND_STRING,
     KIND_UINT,
+    KIND_DOUBLE,
     KIND_BOOL,
     KIND_LIST
 };
@@ -28,7 +29,7 @@ struct setting {
     const char *flag; /* command-line flag, or NULL */
     enum setting_kind kind;
     size_t offset;
-    uint64_t min; /* KIND_UINT bounds */
+    uint64_t min; /* KIND_UINT and KIND_DOUBLE bounds */
     uint64_t max;
     setting_check_fn check;
     const char *help;
@@ -77,6 +78,11 @@ static const char *check_listen_or_off(const char *v)
         return NULL;
     }
     return check_listen(v);
+}
+
+static const char *check_not_empty(const char *v)
+{
+    return *v ? NULL : "must not be empty";
 }
 
 static const char *check_url(const char *v)
@@ -141,11 +147,38 @@ static const struct setting settings[] = {
      NULL, "timeout of one request to Langfuse"},
     {"export.retry_initial_ms", "O2L_RETRY_INITIAL_MS", "--retry-initial-ms",
      KIND_UINT, OFF(retry_initial_ms), 1, 3600000, NULL, "first retry delay"},
+    {"export.retry_multiplier", "O2L_RETRY_MULTIPLIER", "--retry-multiplier",
+     KIND_DOUBLE, OFF(retry_multiplier), 1, 10, NULL,
+     "growth of the retry delay per failed attempt (jittered)"},
     {"export.retry_max_ms", "O2L_RETRY_MAX_MS", "--retry-max-ms", KIND_UINT,
      OFF(retry_max_ms), 1, 86400000, NULL, "longest retry delay"},
     {"export.shutdown_timeout_ms", "O2L_SHUTDOWN_TIMEOUT_MS",
      "--shutdown-timeout-ms", KIND_UINT, OFF(shutdown_timeout_ms), 0, 3600000,
      NULL, "how long a stop may spend sending what is queued"},
+    {"export.max_age_s", "O2L_MAX_AGE_S", "--max-age-s", KIND_UINT,
+     OFF(max_age_s), 0, 100ull * 365 * 24 * 3600, NULL,
+     "give up on an event after this long and dead-letter it; 0 retries "
+     "for ever"},
+    {"export.auth_retry_ms", "O2L_AUTH_RETRY_MS", "--auth-retry-ms", KIND_UINT,
+     OFF(auth_retry_ms), 100, 3600000, NULL,
+     "pause after a configuration error (401, 403, 404, redirect)"},
+    {"export.dead_letter_file", "O2L_DEAD_LETTER_FILE", "--dead-letter-file",
+     KIND_STRING, OFF(dead_letter_file), 0, 0, NULL,
+     "JSON-lines file for events Langfuse refused for good (default: "
+     "dead-letter.jsonl in the spool directory)"},
+    {"spool.dir", "O2L_SPOOL_DIR", "--spool-dir", KIND_STRING, OFF(spool_dir),
+     0, 0, check_not_empty,
+     "directory of the durable spool (created if missing)"},
+    {"spool.max_bytes", "O2L_SPOOL_MAX_BYTES", "--spool-max-bytes", KIND_UINT,
+     OFF(spool_max_bytes), 4096, 1024ull * 1024 * MIB, NULL,
+     "cap on spooled request bytes; at the cap receivers answer 503 / "
+     "UNAVAILABLE"},
+    {"spool.sync", "O2L_SPOOL_SYNC", "--spool-sync", KIND_BOOL,
+     OFF(spool_sync), 0, 0, NULL,
+     "fsync each commit before acknowledging (turn off only to measure)"},
+    {"admin.listen", "O2L_ADMIN_LISTEN", "--admin-listen", KIND_STRING,
+     OFF(admin_listen), 0, 0, check_listen_or_off,
+     "admin address for /healthz, /readyz, /metrics; \"off\" disables"},
     {"export.file_sink", "O2L_FILE_SINK", "--file-sink", KIND_STRING,
      OFF(file_sink), 0, 0, NULL,
      "without credentials, events are appended here as JSON lines"},
@@ -259,6 +292,25 @@ static int apply(struct o2l_config *cfg, const struct setting *s,
             return O2L_OK;
         }
     }
+    if (!why && s->kind == KIND_DOUBLE) {
+        char *end = NULL;
+        double v;
+
+        errno = 0;
+        v = strtod(value, &end);
+        if (errno != 0 || !end || *end != '\0' || end == value || v != v) {
+            why = "must be a number";
+        } else if (v < (double)s->min || v > (double)s->max) {
+            snprintf(err, err_len,
+                     "setting %s (%s): %s is out of range %llu..%llu", s->yaml,
+                     origin, value, (unsigned long long)s->min,
+                     (unsigned long long)s->max);
+            return O2L_EINVAL;
+        } else {
+            *(double *)(void *)(base + s->offset) = v;
+            return O2L_OK;
+        }
+    }
     if (!why && s->kind == KIND_BOOL) {
         bool *slot = (bool *)(void *)(base + s->offset);
 
@@ -306,6 +358,8 @@ int o2l_config_defaults(struct o2l_config *cfg)
         {"receivers.http.listen", "0.0.0.0:4318"},
         {"receivers.grpc.listen", "0.0.0.0:4317"},
         {"export.file_sink", "otel2langfuse-events.jsonl"},
+        {"spool.dir", "otel2langfuse-spool"},
+        {"admin.listen", "127.0.0.1:13133"},
         {"log.level", "info"},
         {"mapping.control_flow_exceptions",
          "GraphInterrupt,NodeInterrupt,GraphBubbleUp,ParentCommand,Command"},
@@ -328,6 +382,10 @@ int o2l_config_defaults(struct o2l_config *cfg)
     cfg->retry_initial_ms = ec.retry_initial_ms;
     cfg->retry_max_ms = ec.retry_max_ms;
     cfg->shutdown_timeout_ms = ec.shutdown_timeout_ms;
+    cfg->retry_multiplier = ec.retry_multiplier;
+    cfg->auth_retry_ms = ec.auth_retry_ms;
+    cfg->spool_max_bytes = 1024 * MIB;
+    cfg->spool_sync = true;
     cfg->session_from_thread_id = true;
     cfg->max_flattened_slots = 10000;
     for (size_t i = 0; i < O2L_ARRAY_LEN(strings); i++) {
@@ -713,7 +771,8 @@ void o2l_config_log(const struct o2l_config *cfg, const struct o2l_log *log)
     o2l_log_info(log, "config",
                  "output=%s http=%s grpc=%s tls=%s langfuse=%s public_key=%s "
                  "flush_interval_ms=%llu batch_max_events=%llu "
-                 "queue_max_events=%llu config_file=%s",
+                 "queue_max_events=%llu spool=%s spool_max_bytes=%llu "
+                 "sync=%s admin=%s config_file=%s",
                  cfg->output, cfg->http_listen,
                  *cfg->grpc_listen ? cfg->grpc_listen : "off",
                  cfg->tls_cert_file && *cfg->tls_cert_file ? cfg->tls_cert_file
@@ -723,7 +782,10 @@ void o2l_config_log(const struct o2l_config *cfg, const struct o2l_log *log)
                  creds ? cfg->public_key : "(none)",
                  (unsigned long long)cfg->flush_interval_ms,
                  (unsigned long long)cfg->batch_max_events,
-                 (unsigned long long)cfg->queue_max_events,
+                 (unsigned long long)cfg->queue_max_events, cfg->spool_dir,
+                 (unsigned long long)cfg->spool_max_bytes,
+                 cfg->spool_sync ? "on" : "off",
+                 *cfg->admin_listen ? cfg->admin_listen : "off",
                  cfg->config_file ? cfg->config_file : "(none)");
 }
 

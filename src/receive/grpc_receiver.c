@@ -100,8 +100,8 @@ enum encoding {
  * clients sending large messages at once can still use a lot of memory.
  */
 #define CONN_BUFFER_MESSAGES 8
-/* Seconds a client is asked to wait when the export queue is full. */
-#define RETRY_DELAY_S 2
+/* Seconds a client is asked to wait when the spool is full. */
+#define RETRY_DELAY_S 5
 /* How long accepting pauses after accept() fails (out of descriptors). */
 #define ACCEPT_PAUSE_MS 1000
 /* Characters of a request path kept for log lines and answers. */
@@ -126,6 +126,10 @@ struct stream {
     unsigned char *resp; /* framed response message */
     size_t resp_len;
     size_t resp_off;
+    struct o2l_spool_ticket *ticket; /* waiting for the spool */
+    size_t n_spans;                  /* of the stored export */
+    size_t rejected;                 /* spans refused in it */
+    char *rejected_message;
 };
 
 struct conn {
@@ -236,6 +240,10 @@ static void stream_free(struct stream *s)
     struct conn *c = s->conn;
 
     stream_drop_buffer(s);
+    if (s->ticket) {
+        /* The client went away first; the request is stored anyway. */
+        o2l_spool_ticket_cancel(s->ticket);
+    }
     if (s->prev) {
         s->prev->next = s->next;
     } else {
@@ -245,6 +253,7 @@ static void stream_free(struct stream *s)
         s->next->prev = s->prev;
     }
     o2l_free(s->resp);
+    o2l_free(s->rejected_message);
     o2l_free(s);
 }
 
@@ -357,18 +366,78 @@ static void respond_message(struct stream *s, const void *msg, size_t len)
 
 /* ---- the calls ---- */
 
+static bool conn_flush(struct conn *c);
+
+/* The spool has the export on disk (or could not store it). */
+static void on_stored(void *arg, int rc)
+{
+    struct stream *s = arg;
+    struct conn *c = s->conn;
+    char *resp = NULL;
+    size_t resp_len = 0;
+
+    s->ticket = NULL;
+    if (rc != O2L_OK) {
+        o2l_log_error(c->r->log, "grpc",
+                      "conn=%" PRIu64 " stream=%" PRId32
+                      " cannot store the request: %s",
+                      c->id, s->id, o2l_strerror(rc));
+        respond_status(s, O2L_LOG_WARN, HTTP_STATUS_OK,
+                       GRPC_STATUS_UNAVAILABLE,
+                       "cannot store the request now, retry later");
+    } else if (o2l_otlp_encode_response(O2L_OTLP_PROTOBUF,
+                                        (int64_t)s->rejected,
+                                        s->rejected_message, &resp,
+                                        &resp_len) != O2L_OK) {
+        respond_status(s, O2L_LOG_ERROR, HTTP_STATUS_OK,
+                       GRPC_STATUS_UNAVAILABLE,
+                       "temporarily out of memory, retry later");
+    } else {
+        o2l_log_debug(c->r->log, "grpc",
+                      "conn=%" PRIu64 " stream=%" PRId32
+                      " accepted spans=%zu rejected=%zu compressed=%s",
+                      c->id, s->id, s->n_spans, s->rejected,
+                      s->compressed ? "yes" : "no");
+        respond_message(s, resp, resp_len);
+    }
+    o2l_free(resp);
+    /* Outside nghttp2's callbacks: write the answer now. */
+    conn_flush(c);
+}
+
+/* Hands a decoded export to the spool; the answer comes from on_stored. */
+static int store(struct stream *s, const struct o2l_export *ex,
+                 const struct o2l_pipeline_request *preq)
+{
+    s->n_spans = ex->n_spans;
+    s->rejected = ex->rejected;
+    if (ex->error_message) {
+        s->rejected_message = o2l_strdup(ex->error_message);
+        if (!s->rejected_message) {
+            return O2L_ENOMEM;
+        }
+    }
+    return o2l_pipeline_submit(s->conn->r->pipeline, preq, on_stored, s,
+                               &s->ticket);
+}
+
 static void handle_export(struct stream *s, const unsigned char *msg,
                           size_t len)
 {
     struct conn *c = s->conn;
+    struct o2l_pipeline_request preq;
     struct o2l_export *ex = NULL;
     char err[256] = "";
     char *resp = NULL;
     size_t resp_len = 0;
     int rc;
 
-    rc = o2l_otlp_decode(msg, len, O2L_OTLP_PROTOBUF, o2l_now_ns(), &ex, err,
-                         sizeof(err));
+    preq.format = O2L_OTLP_PROTOBUF;
+    preq.body = msg;
+    preq.len = len;
+    preq.received_ns = (int64_t)o2l_now_ns();
+    rc = o2l_otlp_decode(msg, len, O2L_OTLP_PROTOBUF,
+                         (uint64_t)preq.received_ns, &ex, err, sizeof(err));
     if (rc == O2L_EPARSE) {
         respond_status(s, O2L_LOG_WARN, HTTP_STATUS_OK,
                        GRPC_STATUS_INVALID_ARGUMENT,
@@ -386,25 +455,27 @@ static void handle_export(struct stream *s, const unsigned char *msg,
                      ex->error_message ? ex->error_message : "bad span");
     }
     if (ex->n_spans > 0) {
-        rc = o2l_pipeline_submit(c->r->pipeline, ex);
+        preq.n_spans = ex->n_spans;
+        rc = store(s, ex, &preq);
+        if (rc == O2L_OK) {
+            s->answered = true; /* the answer is on its way */
+            goto out;
+        }
         if (rc == O2L_ETOOBIG) {
             respond_status(s, O2L_LOG_WARN, HTTP_STATUS_OK,
                            GRPC_STATUS_RESOURCE_EXHAUSTED,
-                           "request larger than the export queue "
-                           "(export.queue_max_events, export.queue_max_bytes): "
-                           "send smaller batches");
+                           "request larger than the whole spool "
+                           "(spool.max_bytes): send smaller batches");
             goto out;
         }
         if (rc == O2L_EFULL || rc == O2L_ESTOPPED) {
             respond_status(s, O2L_LOG_WARN, HTTP_STATUS_OK,
                            GRPC_STATUS_UNAVAILABLE,
-                           rc == O2L_EFULL ? "export queue is full, retry later"
+                           rc == O2L_EFULL ? "spool is full, retry later"
                                            : "shutting down, retry later");
             goto out;
         }
-        if (rc != O2L_OK) {
-            goto fail;
-        }
+        goto fail;
     }
     rc = o2l_otlp_encode_response(O2L_OTLP_PROTOBUF, (int64_t)ex->rejected,
                                   ex->error_message, &resp, &resp_len);
@@ -413,9 +484,8 @@ static void handle_export(struct stream *s, const unsigned char *msg,
     }
     o2l_log_debug(c->r->log, "grpc",
                   "conn=%" PRIu64 " stream=%" PRId32
-                  " accepted spans=%zu rejected=%zu compressed=%s",
-                  c->id, s->id, ex->n_spans, ex->rejected,
-                  s->compressed ? "yes" : "no");
+                  " accepted spans=0 rejected=%zu",
+                  c->id, s->id, ex->rejected);
     respond_message(s, resp, resp_len);
     goto out;
 
@@ -545,10 +615,9 @@ static void on_request_headers(struct stream *s)
     }
     /* Refuse before reading: load that must be shed should cost little. */
     if (s->route == ROUTE_EXPORT &&
-        !o2l_pipeline_accepting(s->conn->r->pipeline)) {
+        !o2l_pipeline_accepting(s->conn->r->pipeline, 0)) {
         respond_status(s, O2L_LOG_DEBUG, HTTP_STATUS_OK,
-                       GRPC_STATUS_UNAVAILABLE,
-                       "export queue is full, retry later");
+                       GRPC_STATUS_UNAVAILABLE, "spool is full, retry later");
     }
 }
 
@@ -1115,8 +1184,6 @@ static int bind_listener(struct o2l_grpc_receiver *r, const char *listen,
                          char *err, size_t err_len)
 {
     struct addrinfo hints, *res = NULL;
-    struct sockaddr_storage ss;
-    socklen_t ss_len = sizeof(ss);
     char host[256], port[16];
     int grc;
 
@@ -1147,12 +1214,7 @@ static int bind_listener(struct o2l_grpc_receiver *r, const char *listen,
         return O2L_EIO;
     }
     evconnlistener_set_error_cb(r->listener, on_accept_error);
-    if (getsockname(evconnlistener_get_fd(r->listener), (struct sockaddr *)&ss,
-                    &ss_len) == 0) {
-        r->port = ss.ss_family == AF_INET6
-                      ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-                      : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    }
+    r->port = o2l_listen_local_port(evconnlistener_get_fd(r->listener));
     return O2L_OK;
 }
 

@@ -23,6 +23,7 @@
 #include "o2l/gunzip.h"
 #include "o2l/listen.h"
 #include "o2l/otlp.h"
+#include "o2l/pipeline.h"
 #include "o2l/tls.h"
 
 /* gRPC/google.rpc status codes used in OTLP/HTTP error bodies. */
@@ -47,11 +48,25 @@ enum http_status {
 };
 
 #define TRACES_PATH "/v1/traces"
-/* Seconds a client is asked to wait when the export queue is full. */
-#define QUEUE_FULL_RETRY_AFTER "2"
+/* Seconds a client is asked to wait when the spool is full. */
+#define SPOOL_FULL_RETRY_AFTER "5"
 
 /* How long accepting pauses after accept() fails (out of descriptors). */
 #define ACCEPT_PAUSE_MS 1000
+
+/* An accepted request waiting for the spool to have it on disk. */
+struct pending {
+    struct o2l_http_receiver *r;
+    struct pending *prev;
+    struct pending *next;
+    struct evhttp_request *req;
+    struct o2l_spool_ticket *ticket;
+    enum o2l_otlp_format fmt;
+    size_t n_spans;
+    size_t rejected;
+    char *message; /* why spans were rejected, or NULL */
+    char peer[80];
+};
 
 struct o2l_http_receiver {
     struct evhttp *http;
@@ -62,6 +77,7 @@ struct o2l_http_receiver {
     struct o2l_tls *tls; /* NULL: plain HTTP */
     int port;
     uint64_t requests;
+    struct pending *pending; /* waiting for the spool */
 };
 
 static const char *reason_phrase(int status)
@@ -128,7 +144,7 @@ static void send_unavailable(struct evhttp_request *req,
                              enum o2l_otlp_format fmt, const char *message)
 {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
-                      QUEUE_FULL_RETRY_AFTER);
+                      SPOOL_FULL_RETRY_AFTER);
     send_status(req, HTTP_STATUS_UNAVAILABLE, fmt, RPC_UNAVAILABLE, message);
 }
 
@@ -180,18 +196,116 @@ static int parse_content_type(const char *ct, enum o2l_otlp_format *fmt)
     return O2L_EUNSUPP;
 }
 
+static void pending_unlink(struct pending *pd)
+{
+    if (pd->prev) {
+        pd->prev->next = pd->next;
+    } else {
+        pd->r->pending = pd->next;
+    }
+    if (pd->next) {
+        pd->next->prev = pd->prev;
+    }
+}
+
+static void pending_free(struct pending *pd)
+{
+    o2l_free(pd->message);
+    o2l_free(pd);
+}
+
+/* The spool has the request on disk (or could not store it). */
+static void on_stored(void *arg, int rc)
+{
+    struct pending *pd = arg;
+    struct o2l_http_receiver *r = pd->r;
+    char *resp = NULL;
+    size_t resp_len = 0;
+
+    pending_unlink(pd);
+    if (rc == O2L_OK) {
+        rc = o2l_otlp_encode_response(pd->fmt, (int64_t)pd->rejected,
+                                      pd->message, &resp, &resp_len);
+    } else {
+        o2l_log_error(r->log, "http",
+                      "peer=%s spans=%zu answered 503: cannot store the "
+                      "request: %s",
+                      pd->peer, pd->n_spans, o2l_strerror(rc));
+        send_unavailable(pd->req, pd->fmt,
+                         "cannot store the request now, retry later");
+        goto out;
+    }
+    if (rc != O2L_OK) {
+        send_unavailable(pd->req, pd->fmt,
+                         "temporarily out of memory, retry later");
+        goto out;
+    }
+    o2l_log_debug(r->log, "http", "peer=%s accepted spans=%zu rejected=%zu",
+                  pd->peer, pd->n_spans, pd->rejected);
+    send_body(pd->req, HTTP_STATUS_OK, pd->fmt, resp, resp_len);
+out:
+    o2l_free(resp);
+    pending_free(pd);
+}
+
+/*
+ * Hands a decoded request to the spool. Returns O2L_OK when the answer
+ * will come from on_stored(), else the error to answer now.
+ */
+static int store(struct o2l_http_receiver *r, struct evhttp_request *req,
+                 const struct o2l_export *ex,
+                 const struct o2l_pipeline_request *preq, const char *peer)
+{
+    struct pending *pd = o2l_calloc(1, sizeof(*pd));
+    int rc;
+
+    if (!pd) {
+        return O2L_ENOMEM;
+    }
+    pd->r = r;
+    pd->req = req;
+    pd->fmt = preq->format;
+    pd->n_spans = ex->n_spans;
+    pd->rejected = ex->rejected;
+    snprintf(pd->peer, sizeof(pd->peer), "%s", peer);
+    if (ex->error_message) {
+        pd->message = o2l_strdup(ex->error_message);
+        if (!pd->message) {
+            pending_free(pd);
+            return O2L_ENOMEM;
+        }
+    }
+    rc = o2l_pipeline_submit(r->pipeline, preq, on_stored, pd, &pd->ticket);
+    if (rc != O2L_OK) {
+        pending_free(pd);
+        return rc;
+    }
+    pd->next = r->pending;
+    if (r->pending) {
+        r->pending->prev = pd;
+    }
+    r->pending = pd;
+    return O2L_OK;
+}
+
 static void handle_export(struct o2l_http_receiver *r,
                           struct evhttp_request *req, enum o2l_otlp_format fmt,
                           const unsigned char *body, size_t len,
                           const char *peer)
 {
+    struct o2l_pipeline_request preq;
     struct o2l_export *ex = NULL;
     char err[256] = "";
     char *resp = NULL;
     size_t resp_len = 0;
     int rc;
 
-    rc = o2l_otlp_decode(body, len, fmt, o2l_now_ns(), &ex, err, sizeof(err));
+    preq.format = fmt;
+    preq.body = body;
+    preq.len = len;
+    preq.received_ns = (int64_t)o2l_now_ns();
+    rc = o2l_otlp_decode(body, len, fmt, (uint64_t)preq.received_ns, &ex, err,
+                         sizeof(err));
     if (rc == O2L_EPARSE) {
         o2l_log_warn(r->log, "http", "peer=%s rejected bytes=%zu: %s", peer,
                      len, err);
@@ -208,33 +322,36 @@ static void handle_export(struct o2l_http_receiver *r,
                      ex->error_message ? ex->error_message : "bad span");
     }
     if (ex->n_spans > 0) {
-        rc = o2l_pipeline_submit(r->pipeline, ex);
+        preq.n_spans = ex->n_spans;
+        rc = store(r, req, ex, &preq, peer);
+        if (rc == O2L_OK) {
+            goto out; /* answered once on disk */
+        }
         if (rc == O2L_ETOOBIG) {
             o2l_log_warn(r->log, "http",
-                         "peer=%s spans=%zu answered 413: larger than the "
-                         "export queue",
-                         peer, ex->n_spans);
+                         "peer=%s bytes=%zu answered 413: larger than the "
+                         "whole spool",
+                         peer, len);
             send_status(req, HTTP_STATUS_TOO_LARGE, fmt, RPC_RESOURCE_EXHAUSTED,
-                        "request larger than the export queue "
-                        "(export.queue_max_events, export.queue_max_bytes): "
-                        "send smaller batches");
+                        "request larger than the whole spool "
+                        "(spool.max_bytes): send smaller batches");
             goto out;
         }
         if (rc == O2L_EFULL || rc == O2L_ESTOPPED) {
             o2l_log_warn(r->log, "http", "peer=%s spans=%zu answered 503: %s",
-                         peer, ex->n_spans, o2l_strerror(rc));
+                         peer, ex->n_spans,
+                         rc == O2L_EFULL ? "spool full" : "stopping");
             send_unavailable(req, fmt,
                              rc == O2L_EFULL
-                                 ? "export queue is full, retry later"
+                                 ? "spool is full, retry later"
                                  : "shutting down, retry later");
             goto out;
         }
-        if (rc != O2L_OK) {
-            goto fail;
-        }
+        goto fail;
     }
-    o2l_log_debug(r->log, "http", "peer=%s accepted spans=%zu rejected=%zu",
-                  peer, ex->n_spans, ex->rejected);
+    /* Nothing to store: answer at once. */
+    o2l_log_debug(r->log, "http", "peer=%s accepted spans=0 rejected=%zu",
+                  peer, ex->rejected);
     rc = o2l_otlp_encode_response(fmt, (int64_t)ex->rejected, ex->error_message,
                                   &resp, &resp_len);
     if (rc != O2L_OK) {
@@ -339,9 +456,10 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 
     /* Refuse before decoding: load that must be shed should cost little. */
-    if (!o2l_pipeline_accepting(r->pipeline)) {
-        o2l_log_debug(r->log, "http", "peer=%s answered 503: queue full", peer);
-        send_unavailable(req, fmt, "export queue is full, retry later");
+    if (!o2l_pipeline_accepting(r->pipeline, 0)) {
+        o2l_log_debug(r->log, "http", "peer=%s answered 503: spool full",
+                      peer);
+        send_unavailable(req, fmt, "spool is full, retry later");
         return;
     }
 
@@ -450,21 +568,6 @@ static int split_listen(const char *listen, char *host, size_t host_len,
     return *end == '\0' && v >= 0 && v <= 65535 ? O2L_OK : O2L_EINVAL;
 }
 
-static int bound_port(struct evhttp_bound_socket *sock)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    evutil_socket_t fd = evhttp_bound_socket_get_fd(sock);
-
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
-        return -1;
-    }
-    if (ss.ss_family == AF_INET6) {
-        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    }
-    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-}
-
 struct o2l_http_receiver *
 o2l_http_receiver_start(struct event_base *base,
                         const struct o2l_http_receiver_config *cfg,
@@ -518,7 +621,7 @@ o2l_http_receiver_start(struct event_base *base,
                  errno ? strerror(errno) : "not a usable local address");
         goto fail;
     }
-    r->port = bound_port(r->sock);
+    r->port = o2l_listen_local_port(evhttp_bound_socket_get_fd(r->sock));
     evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(r->sock),
                                 on_accept_error);
     return r;
@@ -545,6 +648,14 @@ void o2l_http_receiver_free(struct o2l_http_receiver *r)
 {
     if (!r) {
         return;
+    }
+    /* Requests still waiting lose their answer; the client retries. */
+    while (r->pending) {
+        struct pending *pd = r->pending;
+
+        r->pending = pd->next;
+        o2l_spool_ticket_cancel(pd->ticket);
+        pending_free(pd);
     }
     if (r->http) {
         evhttp_free(r->http);

@@ -12,8 +12,12 @@ import { REPO_DIR, quietEnv, startDaemon, workDir } from './lib/harness.mjs';
 const bin = process.env.O2L_BIN;
 const skip = !bin && 'O2L_BIN is not set';
 
+// A scratch working directory, so that a daemon that gets as far as
+// opening its spool leaves nothing in the source tree.
+let scratch;
 function run(args, env = {}) {
-    return spawnSync(bin, args, { encoding: 'utf8', env: quietEnv(env), timeout: 20000 });
+    scratch ??= workDir('cli');
+    return spawnSync(bin, args, { cwd: scratch, encoding: 'utf8', env: quietEnv(env), timeout: 20000 });
 }
 
 test('--help lists the settings and --version the version', { skip }, () => {
@@ -53,6 +57,18 @@ test('a wrong value stops the daemon and names the setting', { skip }, () => {
     const sink = run(['serve', '--http-listen', '127.0.0.1:0', '--file-sink', '/nonexistent/dir/x.jsonl']);
     assert.equal(sink.status, 2);
     assert.match(sink.stderr, /export\.file_sink: cannot open \/nonexistent\/dir\/x\.jsonl/);
+    const spool = run(['serve', '--http-listen', '127.0.0.1:0', '--spool-dir', '/nonexistent/dir/spool']);
+    assert.equal(spool.status, 2);
+    assert.match(spool.stderr, /spool\.dir/);
+    const dead = run(['serve', '--http-listen', '127.0.0.1:0', '--dead-letter-file', '/nonexistent/dir/dl.jsonl']);
+    assert.equal(dead.status, 2);
+    assert.match(dead.stderr, /export\.dead_letter_file/);
+    const mult = run(['serve', '--retry-multiplier', '0.5']);
+    assert.equal(mult.status, 2);
+    assert.match(mult.stderr, /export\.retry_multiplier/);
+    const sub = run(['dead-letter']);
+    assert.equal(sub.status, 2);
+    assert.match(sub.stderr, /replay/);
 });
 
 test('a YAML file is read, and its errors name file, line and key', { skip }, () => {

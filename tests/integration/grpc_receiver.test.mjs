@@ -1,7 +1,7 @@
 // The OTLP/gRPC receiver: the OpenTelemetry JS gRPC exporter sending the
 // LangGraph app's spans, many streams and connections at once, every kind
 // of bad input answered with its gRPC status (the daemon serving on
-// afterwards), the queue-full retry hint, and a graceful stop.
+// afterwards), the spool-full retry hint, and a graceful stop.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -278,14 +278,14 @@ describe('OTLP/gRPC receiver', { skip: !haveBin && 'O2L_BIN is not set' }, () =>
     });
 });
 
-describe('OTLP/gRPC with a full export queue', { skip: !haveBin && 'O2L_BIN is not set' }, () => {
-    test('UNAVAILABLE with a RetryInfo of 2 s; OK again once the queue drains', { timeout: 60000 }, async () => {
+describe('OTLP/gRPC with a full spool', { skip: !haveBin && 'O2L_BIN is not set' }, () => {
+    test('UNAVAILABLE with a RetryInfo of 5 s; OK again once the spool drains', { timeout: 60000 }, async () => {
         const fake = await startFakeLangfuse();
         fake.setFault({ type: 'status', status: 503, retryAfter: '1', count: 100000 });
         const daemon = await startDaemon({
             langfuseUrl: fake.url,
-            name: 'grpc-queue-full',
-            env: { O2L_QUEUE_MAX_EVENTS: '4', O2L_SHUTDOWN_TIMEOUT_MS: '500', O2L_RETRY_MAX_MS: '1000' },
+            name: 'grpc-spool-full',
+            env: { O2L_SPOOL_MAX_BYTES: '4096', O2L_SHUTDOWN_TIMEOUT_MS: '500', O2L_RETRY_MAX_MS: '1000' },
         });
         let session;
         try {
@@ -295,8 +295,11 @@ describe('OTLP/gRPC with a full export queue', { skip: !haveBin && 'O2L_BIN is n
                 { traceId: TRACE, spanId: spanId(0xf2) },
             ]));
             assertOk(await call(session, { body }), 'first export');
-            // Langfuse answers 503, so the queue stays full.
-            for (const what of ['second export', 'third export']) {
+            // Langfuse answers 503, so nothing leaves and the spool fills.
+            let accepted = 1;
+            while (accepted < 200 && (await call(session, { body })).grpcStatus === GRPC.OK) accepted += 1;
+            assert.ok(accepted < 200, 'the spool fills up');
+            for (const what of ['export at the cap', 'next export at the cap']) {
                 const res = await call(session, { body });
                 assertStatus(res, GRPC.UNAVAILABLE, what);
                 assert.ok(res.detailsBin, `${what}: grpc-status-details-bin`);
@@ -304,7 +307,7 @@ describe('OTLP/gRPC with a full export queue', { skip: !haveBin && 'O2L_BIN is n
                 const details = decodeStatusDetails(res.detailsBin);
                 assert.equal(details.code, GRPC.UNAVAILABLE);
                 assert.deepEqual(details.typeUrls, ['type.googleapis.com/google.rpc.RetryInfo']);
-                assert.equal(details.retryDelaySeconds, 2);
+                assert.equal(details.retryDelaySeconds, 5);
             }
             const health = await call(session, { path: HEALTH_PATH, body: frame(Buffer.alloc(0)) });
             assertStatus(health, GRPC.OK, 'health while full');

@@ -192,29 +192,37 @@ describe('OTLP/HTTP receiver', { skip: !haveBin && 'O2L_BIN is not set' }, () =>
     });
 });
 
-describe('queue bounds', { skip: !haveBin && 'O2L_BIN is not set' }, () => {
-    test('a full export queue answers 503 with Retry-After', async () => {
+describe('spool bounds', { skip: !haveBin && 'O2L_BIN is not set' }, () => {
+    test('a full spool answers 503 with Retry-After; a request larger than the spool 413', async () => {
         const fake = await startFakeLangfuse();
         fake.setFault({ type: 'status', status: 503, retryAfter: '1', count: 1000 });
         const daemon = await startDaemon({
             langfuseUrl: fake.url,
-            name: 'queue-full',
-            env: { O2L_QUEUE_MAX_EVENTS: '4', O2L_SHUTDOWN_TIMEOUT_MS: '500' },
+            name: 'spool-full',
+            env: { O2L_SPOOL_MAX_BYTES: '4096', O2L_SHUTDOWN_TIMEOUT_MS: '500' },
         });
         try {
+            // Larger than the whole spool: never, not later.
+            const many = Array.from({ length: 40 }, (_, i) => span(`00000000000000${(0xa0 + i).toString(16)}`));
+            const huge = await post(`${daemon.url}/v1/traces`, JSON.stringify(exportOf(many)), JSON_CT);
+            assert.equal(huge.status, 413);
+            assert.match(JSON.parse(huge.body.toString()).message, /larger than the whole spool/);
+
             const body = JSON.stringify(exportOf([span('00000000000000d1'), span('00000000000000d2')]));
             const first = await post(`${daemon.url}/v1/traces`, body, JSON_CT);
             assert.equal(first.status, 200);
-            const second = await post(`${daemon.url}/v1/traces`, body, JSON_CT);
-            assert.equal(second.status, 503);
-            assert.ok(Number(second.headers.get('retry-after')) > 0);
-            assert.equal(JSON.parse(second.body.toString()).code, 14);
+            // Langfuse answers 503, so nothing leaves and the spool fills.
+            let refused = null;
+            for (let i = 0; i < 100 && !refused; i += 1) {
+                const res = await post(`${daemon.url}/v1/traces`, body, JSON_CT);
+                if (res.status !== 200) refused = res;
+            }
+            assert.ok(refused, 'a request is refused once the spool is full');
+            assert.equal(refused.status, 503);
+            assert.ok(Number(refused.headers.get('retry-after')) > 0);
+            assert.equal(JSON.parse(refused.body.toString()).code, 14);
+            assert.match(JSON.parse(refused.body.toString()).message, /spool is full/);
 
-            // More spans than the whole queue holds: never, not later.
-            const many = ['e1', 'e2', 'e3', 'e4', 'e5'].map((s) => span(`00000000000000${s}`));
-            const huge = await post(`${daemon.url}/v1/traces`, JSON.stringify(exportOf(many)), JSON_CT);
-            assert.equal(huge.status, 413);
-            assert.match(JSON.parse(huge.body.toString()).message, /larger than the export queue/);
         } finally {
             await daemon.stop().catch(() => {});
             await fake.close();

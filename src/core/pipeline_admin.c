@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* pipeline_admin.c - what the admin endpoints say about the pipeline. */
+#include <stdio.h>
+
+#include "o2l/admin.h"
+#include "o2l/pipeline.h"
+
+bool o2l_pipeline_ready(struct o2l_pipeline *p, char *reason, size_t len)
+{
+    struct o2l_spool_stats st;
+
+    if (!p->spool) {
+        snprintf(reason, len, "not started");
+        return false;
+    }
+    if (o2l_pipeline_full(p) || !o2l_spool_has_room(p->spool, 0)) {
+        o2l_spool_stats(p->spool, &st);
+        snprintf(reason, len,
+                 "spool full (%llu bytes held; spool.max_bytes reached), "
+                 "waiting for Langfuse to take them",
+                 (unsigned long long)st.bytes_held);
+        return false;
+    }
+    return true;
+}
+
+void o2l_pipeline_write_metrics(struct o2l_pipeline *p, struct evbuffer *out)
+{
+    struct o2l_spool_stats sp = {0};
+    struct o2l_exporter_stats ex = {0};
+    struct o2l_pipeline_stats pl;
+
+    if (p->spool) {
+        o2l_spool_stats(p->spool, &sp);
+    }
+    if (p->exporter) {
+        o2l_exporter_stats(p->exporter, &ex);
+    }
+    o2l_pipeline_stats(p, &pl);
+
+    o2l_admin_metric(out, "requests_accepted_total", "counter",
+                     "Export requests stored on disk and acknowledged.",
+                     sp.requests_appended);
+    o2l_admin_metric(out, "spans_accepted_total", "counter",
+                     "Spans in acknowledged export requests.",
+                     sp.spans_appended);
+    o2l_admin_metric(out, "requests_refused_total", "counter",
+                     "Export requests answered 503 or 413 because the spool "
+                     "was full or stopping.",
+                     pl.requests_refused);
+    o2l_admin_metric(out, "spool_requests", "gauge",
+                     "Export requests held in the spool.", sp.requests_held);
+    o2l_admin_metric(out, "spool_bytes", "gauge",
+                     "Bytes of export requests held in the spool.",
+                     sp.bytes_held);
+    o2l_admin_metric(out, "spool_commits_total", "counter",
+                     "Spool transactions (each one fsync when spool.sync is "
+                     "on).",
+                     sp.commits);
+    o2l_admin_metric(out, "spool_write_failures_total", "counter",
+                     "Spool transactions that failed (their requests were "
+                     "answered 503).",
+                     sp.append_failures);
+    o2l_admin_metric(out, "requests_delivered_total", "counter",
+                     "Spooled requests whose events are all settled.",
+                     pl.requests_delivered);
+    o2l_admin_metric(out, "requests_unreadable_total", "counter",
+                     "Spooled requests that no longer decode (kept in the "
+                     "spool).",
+                     pl.requests_unreadable);
+    o2l_admin_metric(out, "events_queued_total", "counter",
+                     "Ingestion events handed to the exporter.",
+                     ex.events_queued);
+    o2l_admin_metric(out, "events_delivered_total", "counter",
+                     "Ingestion events accepted by Langfuse (or written to "
+                     "the file sink).",
+                     ex.events_delivered);
+    o2l_admin_metric(out, "events_retried_total", "counter",
+                     "Ingestion events sent again after a failure.",
+                     ex.events_retried);
+    o2l_admin_metric(out, "events_dead_lettered_total", "counter",
+                     "Ingestion events written to the dead-letter file "
+                     "(refused for good or expired).",
+                     ex.events_rejected + ex.events_expired);
+    o2l_admin_metric(out, "events_expired_total", "counter",
+                     "Ingestion events dead-lettered after export.max_age_s.",
+                     ex.events_expired);
+    o2l_admin_metric(out, "events_dropped_total", "counter",
+                     "Ingestion events lost (never expected to move).",
+                     ex.events_dropped);
+    o2l_admin_metric(out, "export_queue_events", "gauge",
+                     "Ingestion events waiting in memory for a request.",
+                     ex.queue_events);
+    o2l_admin_metric(out, "export_requests_total", "counter",
+                     "HTTP requests sent to Langfuse.", ex.requests_sent);
+    o2l_admin_metric(out, "export_requests_failed_total", "counter",
+                     "HTTP requests to Langfuse that failed or were not "
+                     "answered 2xx.",
+                     ex.requests_failed);
+}

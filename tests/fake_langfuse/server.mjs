@@ -4,8 +4,10 @@
 // (POST /api/public/ingestion), for the integration tests. It checks every
 // event against the published ingestion schema, plus the promises
 // otel2langfuse makes on top of it (no nulls, no empty ids, environments
-// already normalised), records what it accepts, and can be told to
-// misbehave (error statuses, per-event errors, slow answers).
+// already normalised), records what it accepts and how often each event id
+// arrived, and can be told to misbehave: error statuses with Retry-After,
+// per-event errors, answers later than the client waits, answers cut off by
+// a reset, and going away altogether (down()/up() on the same port).
 //
 // Node 20, node:http only. Use it as a module:
 //   const fake = await startFakeLangfuse({ publicKey, secretKey });
@@ -249,15 +251,82 @@ function sendJson(res, status, obj, headers = {}) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// The batch array of a request body, or null when there is none; used for
+// the request log and fault conditions, never for the answer itself.
+function peekBatch(raw) {
+    if (!raw) return null;
+    try {
+        const doc = JSON.parse(raw.toString('utf8'));
+        return isObject(doc) && Array.isArray(doc.batch) ? doc.batch : null;
+    } catch {
+        return null;
+    }
+}
+
+const idsOf = (batch) => (batch || []).map((ev) => (isObject(ev) && typeof ev.id === 'string' ? ev.id : ''));
+
+function checkCount(value, what) {
+    if (!Number.isInteger(value) || value < 1) throw new Error(`${what} must be an integer >= 1`);
+    return value;
+}
+
+function checkMs(value, what) {
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new Error(`${what} must be a number of ms >= 0`);
+    return value;
+}
+
+// Validates a fault description and returns [slot, state] for it.
+function parseFault(fault) {
+    if (!isObject(fault)) throw new Error('a fault is an object with a type');
+    const left = checkCount(fault.count ?? 1, 'count');
+    const acceptFirst = fault.acceptFirst === true;
+    switch (fault.type) {
+        case 'status': {
+            if (!Number.isInteger(fault.status) || fault.status < 100 || fault.status > 599) {
+                throw new Error('status fault needs an integer status');
+            }
+            if (fault.retryAfter !== undefined && fault.retryAfterDate !== undefined) {
+                throw new Error('give retryAfter or retryAfterDate, not both');
+            }
+            if (fault.retryAfterDate !== undefined) checkMs(fault.retryAfterDate, 'retryAfterDate');
+            const minEvents = fault.minEvents === undefined ? 0 : checkCount(fault.minEvents, 'minEvents');
+            return ['status', { status: fault.status, retryAfter: fault.retryAfter, retryAfterDate: fault.retryAfterDate, minEvents, left }];
+        }
+        case 'event-status': {
+            if (fault.statuses !== undefined) {
+                const ok = Array.isArray(fault.statuses) && fault.statuses.length > 0 && fault.statuses.every((s) => Number.isInteger(s) && s >= 100 && s <= 599);
+                if (!ok) throw new Error('event-status statuses must be a non-empty array of integer statuses');
+                return ['eventStatuses', { statuses: fault.statuses.slice(), left }];
+            }
+            if (!Number.isInteger(fault.status)) throw new Error('event-status fault needs an integer status');
+            return ['eventStatus', { status: fault.status, left }];
+        }
+        case 'slow':
+            return ['slow', { ms: checkMs(fault.ms ?? 1000, 'ms'), acceptFirst, left }];
+        case 'reset':
+            return ['reset', { afterMs: checkMs(fault.afterMs ?? 50, 'afterMs'), acceptFirst, left }];
+        default:
+            throw new Error(`unknown fault type ${fault.type}`);
+    }
+}
+
 /**
  * Starts the fake on 127.0.0.1. Resolves to a handle:
  *   url, port
- *   events()      accepted events in arrival order (parsed envelopes)
- *   batches()     number of ingestion requests answered 207
- *   rejections()  [{id, type, status, reason, event}] for events refused
- *   requests()    [{status, events, headers}] for every ingestion request
- *   setFault(f)   inject a fault (see README); null clears all faults
- *   reset()       forget events, counters and faults
+ *   events()          accepted events in arrival order (parsed envelopes),
+ *                     every delivery, so a re-sent event shows twice
+ *   deliveries(id)    how many times an event with that id was accepted
+ *   deliveryCounts()  {id: count} over all accepted events
+ *   duplicates()      accepted deliveries beyond the first of each id
+ *   batches()         number of ingestion requests answered 207
+ *   rejections()      [{id, type, status, reason, event}] for events refused
+ *   requests()        [{status, events, ids, errors, fault, headers}] for
+ *                     every ingestion request; status 0 when the client
+ *                     never got a complete answer
+ *   setFault(f)       inject a fault (see README); null clears all faults
+ *   reset()           forget events, counters and faults
+ *   down(), up()      stop listening (connections closed), listen again on
+ *                     the same port; isUp()
  *   close()
  */
 export async function startFakeLangfuse({ publicKey, secretKey, port = 0, host = '127.0.0.1' } = {}) {
@@ -265,6 +334,7 @@ export async function startFakeLangfuse({ publicKey, secretKey, port = 0, host =
     const expectedAuth = 'Basic ' + Buffer.from(`${publicKey}:${secretKey}`).toString('base64');
 
     let accepted = [];
+    let deliveryCount = new Map();
     let rejected = [];
     let requestLog = [];
     let batchCount = 0;
@@ -275,41 +345,48 @@ export async function startFakeLangfuse({ publicKey, secretKey, port = 0, host =
             faults = {};
             return;
         }
-        const count = fault.count ?? 1;
-        if (fault.type === 'status') {
-            if (!Number.isInteger(fault.status)) throw new Error('status fault needs an integer status');
-            faults.status = { status: fault.status, retryAfter: fault.retryAfter, left: count };
-        } else if (fault.type === 'event-status') {
-            if (!Number.isInteger(fault.status)) throw new Error('event-status fault needs an integer status');
-            faults.eventStatus = { status: fault.status, left: count };
-        } else if (fault.type === 'slow') {
-            faults.slow = { ms: fault.ms ?? 1000, left: count };
-        } else {
-            throw new Error(`unknown fault type ${fault.type}`);
-        }
+        const [slot, state] = parseFault(fault);
+        // The two forms of event-status exclude each other.
+        if (slot === 'eventStatus') delete faults.eventStatuses;
+        if (slot === 'eventStatuses') delete faults.eventStatus;
+        faults[slot] = state;
     }
 
     function reset() {
         accepted = [];
+        deliveryCount = new Map();
         rejected = [];
         requestLog = [];
         batchCount = 0;
         faults = {};
     }
 
-    // Takes one use of a fault; returns it while it lasts.
-    function useFault(name) {
+    // Takes one use of a fault that applies; returns it while it lasts.
+    function useFault(name, applies = () => true) {
         const f = faults[name];
-        if (!f || f.left <= 0) return null;
+        if (!f || f.left <= 0 || !applies(f)) return null;
         f.left -= 1;
         if (f.left <= 0) delete faults[name];
         return f;
     }
 
+    function accept(ev, id) {
+        accepted.push(ev);
+        deliveryCount.set(id, (deliveryCount.get(id) || 0) + 1);
+    }
+
+    // The status injected for the event at |index| of the batch, if any.
+    function injectedStatus(perBatch, index) {
+        if (perBatch) return perBatch.statuses[index % perBatch.statuses.length];
+        const single = useFault('eventStatus');
+        return single ? single.status : null;
+    }
+
     function ingest(batch) {
         const successes = [];
         const errors = [];
-        for (const ev of batch) {
+        const perBatch = useFault('eventStatuses');
+        batch.forEach((ev, index) => {
             const id = isObject(ev) && typeof ev.id === 'string' ? ev.id : '';
             const type = isObject(ev) ? ev.type : undefined;
             let reason = null;
@@ -322,77 +399,122 @@ export async function startFakeLangfuse({ publicKey, secretKey, port = 0, host =
             if (reason) {
                 errors.push({ id, status: 400, message: `Invalid request data: ${reason}`, error: reason });
                 rejected.push({ id, type, status: 400, reason, event: ev });
-                continue;
+                return;
             }
-            const injected = useFault('eventStatus');
-            if (injected) {
-                const message = injected.status >= 500 ? 'Internal Server Error (injected)' : 'Invalid request data (injected)';
-                errors.push({ id, status: injected.status, message, error: 'injected fault' });
-                if (injected.status < 500) rejected.push({ id, type, status: injected.status, reason: 'injected fault', event: ev });
-                continue;
+            const status = injectedStatus(perBatch, index);
+            if (status !== null && (status < 200 || status > 299)) {
+                const message = status >= 500 ? 'Internal Server Error (injected)' : 'Invalid request data (injected)';
+                errors.push({ id, status, message, error: 'injected fault' });
+                if (status < 500) rejected.push({ id, type, status, reason: 'injected fault', event: ev });
+                return;
             }
-            accepted.push(ev);
-            successes.push({ id, status: 201 });
-        }
+            accept(ev, id);
+            successes.push({ id, status: status ?? 201 });
+        });
         return { successes, errors };
     }
 
-    function logRequest(req, status, events) {
+    function logRequest(req, entry) {
         const headers = { ...req.headers };
         delete headers.authorization;
-        requestLog.push({ status, events, headers });
+        const record = { status: entry.status, events: entry.ids.length, ids: entry.ids, errors: entry.errors || [], fault: entry.fault || null, headers };
+        requestLog.push(record);
+        return record;
     }
 
-    async function handleIngestion(req, res, raw) {
-        const slow = useFault('slow');
-        if (slow) await sleep(slow.ms);
+    function retryAfterHeader(f) {
+        if (f.retryAfterDate !== undefined) return { 'retry-after': new Date(Date.now() + f.retryAfterDate).toUTCString() };
+        if (f.retryAfter !== undefined) return { 'retry-after': String(f.retryAfter) };
+        return {};
+    }
 
-        const statusFault = useFault('status');
+    // Decides the answer to one ingestion request, recording what it
+    // accepts: {status, obj, headers, ids, errors, fault}.
+    function answer(req, raw, batch) {
+        const ids = idsOf(batch);
+        const statusFault = useFault('status', (f) => ids.length >= f.minEvents);
         if (statusFault) {
-            const headers = statusFault.retryAfter !== undefined ? { 'retry-after': String(statusFault.retryAfter) } : {};
-            logRequest(req, statusFault.status, 0);
-            sendJson(res, statusFault.status, { message: `injected status ${statusFault.status}` }, headers);
-            return;
+            const status = statusFault.status;
+            return { status, obj: { message: `injected status ${status}` }, headers: retryAfterHeader(statusFault), ids, fault: 'status' };
         }
         if (req.headers.authorization !== expectedAuth) {
-            logRequest(req, 401, 0);
-            sendJson(res, 401, { message: 'Invalid credentials. Confirm that you have used the correct public and secret key.' });
-            return;
+            return { status: 401, obj: { message: 'Invalid credentials. Confirm that you have used the correct public and secret key.' }, ids };
         }
-        if (raw === null) {
-            logRequest(req, 413, 0);
-            sendJson(res, 413, { message: `request body over ${MAX_BODY_BYTES} bytes` });
-            return;
-        }
+        if (raw === null) return { status: 413, obj: { message: `request body over ${MAX_BODY_BYTES} bytes` }, ids };
         const ctype = (req.headers['content-type'] || '').split(';')[0].trim().toLowerCase();
-        if (ctype !== 'application/json') {
-            logRequest(req, 400, 0);
-            sendJson(res, 400, { message: 'content-type must be application/json' });
-            return;
-        }
+        if (ctype !== 'application/json') return { status: 400, obj: { message: 'content-type must be application/json' }, ids };
         let doc;
         try {
             doc = JSON.parse(raw.toString('utf8'));
         } catch {
-            logRequest(req, 400, 0);
-            sendJson(res, 400, { message: 'body is not valid JSON' });
-            return;
+            return { status: 400, obj: { message: 'body is not valid JSON' }, ids };
         }
         if (!isObject(doc) || !Array.isArray(doc.batch)) {
-            logRequest(req, 400, 0);
-            sendJson(res, 400, { message: 'body must be an object with a batch array' });
+            return { status: 400, obj: { message: 'body must be an object with a batch array' }, ids };
+        }
+        const result = ingest(doc.batch);
+        batchCount += 1;
+        const errors = result.errors.map((e) => ({ id: e.id, status: e.status }));
+        return { status: 207, obj: result, headers: {}, ids, errors };
+    }
+
+    // Writes the head and part of the body of |a|, then resets the
+    // connection, so the client sees a response cut short.
+    async function cutShort(res, a, afterMs) {
+        const text = JSON.stringify(a.obj);
+        res.writeHead(a.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...(a.headers || {}) });
+        res.flushHeaders();
+        await new Promise((resolve) => res.write(text.slice(0, Math.floor(text.length / 2)), () => resolve()));
+        await sleep(afterMs);
+        const sock = res.socket;
+        if (sock && !sock.destroyed) {
+            if (typeof sock.resetAndDestroy === 'function') sock.resetAndDestroy();
+            else sock.destroy();
+        }
+    }
+
+    async function handleIngestion(req, res, raw, clientGone) {
+        const batch = peekBatch(raw);
+        const slow = useFault('slow');
+        const cut = useFault('reset');
+        const fault = [slow && 'slow', cut && 'reset'].filter(Boolean).join('+') || null;
+        const ids = idsOf(batch);
+        // With acceptFirst the request is taken as Langfuse would (stored)
+        // before the client learns anything; otherwise only an answer the
+        // client is still waiting for counts.
+        const early = (slow && slow.acceptFirst) || (cut && cut.acceptFirst) ? answer(req, raw, batch) : null;
+        if (slow) await sleep(slow.ms);
+        if (clientGone()) {
+            const entry = logRequest(req, { status: 0, ids, errors: early && early.errors, fault });
+            entry.answered = early ? early.status : null;
             return;
         }
-        const answer = ingest(doc.batch);
-        batchCount += 1;
-        logRequest(req, 207, doc.batch.length);
-        sendJson(res, 207, answer);
+        if (cut) {
+            const a = early || { status: 207, obj: { successes: ids.map((id) => ({ id, status: 201 })), errors: [] }, ids };
+            const entry = logRequest(req, { status: 0, ids, errors: early && early.errors, fault });
+            entry.answered = early ? early.status : null;
+            await cutShort(res, a, cut.afterMs);
+            return;
+        }
+        const a = early || answer(req, raw, batch);
+        logRequest(req, { ...a, fault: [fault, a.fault].filter(Boolean).join('+') || null });
+        sendJson(res, a.status, a.obj, a.headers || {});
     }
+
+    // Listening state, for down() and up().
+    let listening = false;
+    let upTimer = null;
 
     async function handleControl(req, res, raw) {
         const route = `${req.method} ${req.url}`;
         if (route === 'GET /_fake/events') {
-            sendJson(res, 200, { events: accepted, batches: batchCount, rejections: rejected, requests: requestLog });
+            sendJson(res, 200, {
+                events: accepted,
+                batches: batchCount,
+                rejections: rejected,
+                requests: requestLog,
+                deliveries: Object.fromEntries(deliveryCount),
+            });
             return;
         }
         if (route === 'POST /_fake/reset') {
@@ -408,6 +530,27 @@ export async function startFakeLangfuse({ publicKey, secretKey, port = 0, host =
                 return;
             }
             sendJson(res, 200, { ok: true });
+            return;
+        }
+        if (route === 'POST /_fake/down') {
+            let ms;
+            try {
+                const doc = JSON.parse((raw || Buffer.alloc(0)).toString('utf8') || '{}');
+                ms = checkMs(doc.ms ?? 1000, 'ms');
+            } catch (e) {
+                sendJson(res, 400, { message: e.message });
+                return;
+            }
+            // Answer first; the connection goes with the others.
+            res.once('finish', () => {
+                down().then(() => {
+                    upTimer = setTimeout(() => {
+                        upTimer = null;
+                        up().catch(() => {});
+                    }, ms);
+                });
+            });
+            sendJson(res, 200, { ok: true, downMs: ms });
             return;
         }
         sendJson(res, 404, { message: 'no such control endpoint' });
@@ -431,38 +574,86 @@ export async function startFakeLangfuse({ publicKey, secretKey, port = 0, host =
 
     const server = http.createServer((req, res) => {
         const url = new URL(req.url, 'http://fake');
+        // An HTTP/1.1 client does not half-close while it waits, so an end
+        // of its side or a closed socket means it has given up.
+        let gone = false;
+        const markGone = () => {
+            if (!res.writableFinished) gone = true;
+        };
+        req.socket.once('end', markGone);
+        req.socket.once('close', markGone);
+        res.once('close', markGone);
+        res.once('finish', () => {
+            req.socket.off('end', markGone);
+            req.socket.off('close', markGone);
+        });
+        const clientGone = () => gone || req.socket.destroyed;
         readBody(req)
             .then(async (raw) => {
                 if (url.pathname.startsWith('/_fake/')) return handleControl(req, res, raw);
                 if (url.pathname !== INGESTION_PATH) return sendJson(res, 404, { message: 'not found' });
                 if (req.method !== 'POST') return sendJson(res, 405, { message: 'method not allowed' }, { allow: 'POST' });
-                return handleIngestion(req, res, raw);
+                return handleIngestion(req, res, raw, clientGone);
             })
             .catch((e) => {
-                if (!res.headersSent) sendJson(res, 500, { message: `fake failed: ${e.message}` });
+                if (!res.headersSent && !res.destroyed) sendJson(res, 500, { message: `fake failed: ${e.message}` });
             });
     });
 
-    await new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(port, host, resolve);
-    });
+    function listen(onPort) {
+        return new Promise((resolve, reject) => {
+            const onError = (e) => reject(e);
+            server.once('error', onError);
+            server.listen(onPort, host, () => {
+                server.off('error', onError);
+                listening = true;
+                resolve();
+            });
+        });
+    }
+
+    // Stops listening and closes every connection, idle or busy, so
+    // clients get "connection refused" until up().
+    function down() {
+        if (!listening) return Promise.resolve();
+        listening = false;
+        return new Promise((resolve) => {
+            server.close(() => resolve());
+            server.closeAllConnections();
+        });
+    }
+
+    function up() {
+        return listening ? Promise.resolve() : listen(actualPort);
+    }
+
+    await listen(port);
     const actualPort = server.address().port;
 
     return {
         url: `http://${host}:${actualPort}`,
         port: actualPort,
         events: () => accepted.slice(),
+        deliveries: (id) => deliveryCount.get(id) || 0,
+        deliveryCounts: () => Object.fromEntries(deliveryCount),
+        duplicates: () => {
+            let n = 0;
+            for (const c of deliveryCount.values()) n += c - 1;
+            return n;
+        },
         batches: () => batchCount,
         rejections: () => rejected.slice(),
         requests: () => requestLog.slice(),
         setFault,
         reset,
-        close: () =>
-            new Promise((resolve) => {
-                server.closeAllConnections();
-                server.close(() => resolve());
-            }),
+        down,
+        up,
+        isUp: () => listening,
+        close: async () => {
+            if (upTimer) clearTimeout(upTimer);
+            upTimer = null;
+            await down();
+        },
     };
 }
 

@@ -6,6 +6,8 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -35,6 +37,64 @@ async function post(url, body, { authorization = auth(), contentType = 'applicat
         json = null;
     }
     return { status: res.status, json, headers: res.headers };
+}
+
+// Polls fn (bounded: 10 s) until it is truthy.
+async function waitUntil(fn, what, intervalMs = 20) {
+    const deadline = Date.now() + 10000;
+    while (!(await fn())) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, intervalMs));
+    }
+}
+
+// A POST with node:http that reports how much of the answer arrived:
+// {status, contentLength, received, error}. Never rejects. onSent() is
+// called once the request is written.
+function rawPost(port, body, onSent = () => {}) {
+    return new Promise((resolve) => {
+        const out = { status: 0, contentLength: 0, received: 0, error: null };
+        const timer = setTimeout(() => {
+            out.error = out.error || new Error('no end within 10 s');
+            req.destroy();
+        }, 10000);
+        const done = () => {
+            clearTimeout(timer);
+            resolve(out);
+        };
+        const req = http.request(
+            { host: '127.0.0.1', port, method: 'POST', path: '/api/public/ingestion', agent: false, headers: { authorization: auth(), 'content-type': 'application/json' } },
+            (res) => {
+                out.status = res.statusCode;
+                out.contentLength = Number(res.headers['content-length']);
+                res.on('data', (c) => (out.received += c.length));
+                res.on('error', (e) => (out.error = out.error || e));
+                res.on('aborted', () => (out.error = out.error || new Error('aborted')));
+                res.on('close', () => {
+                    if (out.received < out.contentLength) out.error = out.error || new Error('short body');
+                    done();
+                });
+            },
+        );
+        req.on('error', (e) => {
+            out.error = out.error || e;
+            done();
+        });
+        req.on('finish', onSent);
+        req.end(body);
+    });
+}
+
+// The error code of a plain TCP connect to the port, or null when it connects.
+function connectError(port) {
+    return new Promise((resolve) => {
+        const sock = net.connect(port, '127.0.0.1');
+        sock.once('connect', () => {
+            sock.destroy();
+            resolve(null);
+        });
+        sock.once('error', (e) => resolve(e.code || String(e)));
+    });
 }
 
 function envelope(type, body, extra = {}) {
@@ -217,6 +277,181 @@ describe('fake langfuse', () => {
         const r = await post(fake.url, { batch: [] });
         assert.equal(r.status, 207);
         assert.ok(Date.now() - t0 >= 150);
+    });
+
+    test('fault: Retry-After as an HTTP date', async () => {
+        fake.setFault({ type: 'status', status: 503, retryAfterDate: 5000 });
+        const r = await post(fake.url, { batch: [] });
+        assert.equal(r.status, 503);
+        const value = r.headers.get('retry-after');
+        assert.match(value, /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/);
+        const ahead = Date.parse(value) - Date.now();
+        assert.ok(ahead > 2000 && ahead <= 5000, `date ${ahead} ms ahead`);
+        assert.throws(() => fake.setFault({ type: 'status', status: 503, retryAfter: '1', retryAfterDate: 10 }), /not both/);
+    });
+
+    test('fault: 413 only for requests with at least minEvents events', async () => {
+        fake.setFault({ type: 'status', status: 413, minEvents: 2, count: 100 });
+        const two = [envelope('trace-create', traceBody()), envelope('span-create', spanBody())];
+        assert.equal((await post(fake.url, { batch: two })).status, 413);
+        for (const ev of two) assert.equal((await post(fake.url, { batch: [ev] })).status, 207);
+        assert.equal((await post(fake.url, { batch: two })).status, 413);
+        assert.equal(fake.events().length, 2);
+        assert.deepEqual(fake.requests().map((r) => [r.status, r.events, r.fault]), [
+            [413, 2, 'status'],
+            [207, 1, null],
+            [207, 1, null],
+            [413, 2, 'status'],
+        ]);
+        assert.deepEqual(fake.requests()[0].ids, two.map((e) => e.id));
+    });
+
+    test('fault: per-event statuses round-robin within one batch', async () => {
+        fake.setFault({ type: 'event-status', statuses: [400, 500, 201], count: 1 });
+        const batch = [0, 1, 2, 3, 4].map((i) => envelope('span-create', { ...spanBody(), id: `s${i}` }));
+        const r = await post(fake.url, { batch });
+        assert.equal(r.status, 207);
+        const statusOf = Object.fromEntries([...r.json.errors, ...r.json.successes].map((e) => [e.id, e.status]));
+        assert.deepEqual(batch.map((e) => statusOf[e.id]), [400, 500, 201, 400, 500]);
+        assert.match(r.json.errors.find((e) => e.status === 400).message, /injected/);
+        assert.deepEqual(fake.rejections().map((x) => x.id), [batch[0].id, batch[3].id]);
+        assert.deepEqual(fake.events().map((e) => e.id), [batch[2].id]);
+        assert.deepEqual(fake.requests()[0].errors, [
+            { id: batch[0].id, status: 400 },
+            { id: batch[1].id, status: 500 },
+            { id: batch[3].id, status: 400 },
+            { id: batch[4].id, status: 500 },
+        ]);
+        // Used up: the next batch goes through whole.
+        const again = await post(fake.url, { batch });
+        assert.equal(again.json.successes.length, 5);
+        assert.throws(() => fake.setFault({ type: 'event-status', statuses: [] }), /non-empty/);
+    });
+
+    test('deliveries are counted per event id', async () => {
+        const a = envelope('trace-create', traceBody());
+        const b = envelope('span-create', spanBody());
+        await post(fake.url, { batch: [a, b] });
+        await post(fake.url, { batch: [a] });
+        await post(fake.url, { batch: [a] });
+        assert.equal(fake.deliveries(a.id), 3);
+        assert.equal(fake.deliveries(b.id), 1);
+        assert.equal(fake.deliveries('never'), 0);
+        assert.deepEqual(fake.deliveryCounts(), { [a.id]: 3, [b.id]: 1 });
+        assert.equal(fake.duplicates(), 2);
+        fake.reset();
+        assert.equal(fake.duplicates(), 0);
+    });
+
+    test('fault: an answer later than the client waits accepts nothing', async () => {
+        fake.setFault({ type: 'slow', ms: 600, count: 1 });
+        const ev = envelope('trace-create', traceBody());
+        await assert.rejects(
+            fetch(`${fake.url}/api/public/ingestion`, {
+                method: 'POST',
+                headers: { authorization: auth(), 'content-type': 'application/json' },
+                body: JSON.stringify({ batch: [ev] }),
+                signal: AbortSignal.timeout(100),
+            }),
+        );
+        await waitUntil(() => fake.requests().length === 1, 'the slow request to be logged');
+        assert.equal(fake.requests()[0].status, 0);
+        assert.equal(fake.requests()[0].fault, 'slow');
+        assert.equal(fake.events().length, 0);
+        // The client re-sends; now it counts, once.
+        assert.equal((await post(fake.url, { batch: [ev] })).status, 207);
+        assert.equal(fake.deliveries(ev.id), 1);
+    });
+
+    test('fault: slow with acceptFirst accepts although the client gave up', async () => {
+        fake.setFault({ type: 'slow', ms: 600, acceptFirst: true });
+        const ev = envelope('trace-create', traceBody());
+        await assert.rejects(
+            fetch(`${fake.url}/api/public/ingestion`, {
+                method: 'POST',
+                headers: { authorization: auth(), 'content-type': 'application/json' },
+                body: JSON.stringify({ batch: [ev] }),
+                signal: AbortSignal.timeout(100),
+            }),
+        );
+        assert.equal(fake.deliveries(ev.id), 1);
+        await post(fake.url, { batch: [ev] });
+        assert.equal(fake.deliveries(ev.id), 2);
+        assert.equal(fake.duplicates(), 1);
+        await waitUntil(() => fake.requests().length === 2, 'both requests to be logged');
+        const slow = fake.requests().find((r) => r.fault === 'slow');
+        assert.equal(slow.status, 0);
+        assert.equal(slow.answered, 207);
+    });
+
+    test('fault: a slow answer the client waits for is accepted', async () => {
+        fake.setFault({ type: 'slow', ms: 200 });
+        const r = await post(fake.url, { batch: [envelope('trace-create', traceBody())] });
+        assert.equal(r.status, 207);
+        assert.equal(fake.events().length, 1);
+        assert.equal(fake.requests()[0].fault, 'slow');
+    });
+
+    test('fault: reset sends head and half a body, then resets', async () => {
+        fake.setFault({ type: 'reset', count: 1 });
+        const ev = envelope('trace-create', traceBody());
+        const raw = await rawPost(fake.port, JSON.stringify({ batch: [ev] }));
+        assert.equal(raw.status, 207);
+        assert.ok(raw.received > 0 && raw.received < raw.contentLength, `${raw.received} of ${raw.contentLength} bytes`);
+        assert.ok(raw.error, 'the response ended in an error');
+        assert.equal(fake.events().length, 0);
+        assert.equal(fake.requests()[0].status, 0);
+        assert.equal(fake.requests()[0].fault, 'reset');
+
+        fake.setFault({ type: 'reset', acceptFirst: true });
+        await assert.rejects(async () => {
+            const res = await fetch(`${fake.url}/api/public/ingestion`, {
+                method: 'POST',
+                headers: { authorization: auth(), 'content-type': 'application/json' },
+                body: JSON.stringify({ batch: [ev] }),
+            });
+            await res.text();
+        });
+        assert.equal(fake.deliveries(ev.id), 1);
+        assert.equal((await post(fake.url, { batch: [ev] })).status, 207);
+    });
+
+    test('down() refuses connections and drops open ones; up() serves on the same port', async () => {
+        const port = fake.port;
+        // A keep-alive connection in the middle of a slow request.
+        fake.setFault({ type: 'slow', ms: 2000 });
+        let sent = false;
+        const pending = rawPost(port, JSON.stringify({ batch: [envelope('trace-create', traceBody())] }), () => (sent = true));
+        await waitUntil(() => sent, 'the slow request to be sent');
+        // Give the fake a moment to read it; it then sleeps in the fault.
+        await new Promise((r) => setTimeout(r, 100));
+        try {
+            await fake.down();
+            assert.equal(fake.isUp(), false);
+            const cut = await pending;
+            assert.ok(cut.error, 'the open request was cut off');
+            assert.equal(await connectError(port), 'ECONNREFUSED');
+            await assert.rejects(post(fake.url, { batch: [] }));
+            await fake.down(); // twice is harmless
+        } finally {
+            await fake.up();
+        }
+        assert.equal(fake.isUp(), true);
+        assert.equal(fake.port, port);
+        const r = await post(fake.url, { batch: [envelope('trace-create', traceBody())] });
+        assert.equal(r.status, 207);
+        assert.equal(fake.events().length, 1, 'the request cut off by down() was not accepted');
+        await fake.up(); // up while up is harmless
+    });
+
+    test('control: POST /_fake/down takes the fake away for a while', async () => {
+        const r = await fetch(`${fake.url}/_fake/down`, { method: 'POST', body: JSON.stringify({ ms: 300 }) });
+        assert.equal(r.status, 200);
+        await waitUntil(async () => (await connectError(fake.port)) === 'ECONNREFUSED', 'the fake to go down', 10);
+        await waitUntil(async () => (await connectError(fake.port)) === null, 'the fake to come back', 50);
+        assert.equal((await post(fake.url, { batch: [] })).status, 207);
+        const bad = await fetch(`${fake.url}/_fake/down`, { method: 'POST', body: '{"ms": -1}' });
+        assert.equal(bad.status, 400);
     });
 
     test('control endpoints mirror the module API', async () => {

@@ -77,12 +77,30 @@ export async function startFakeLangfuse(opts = {}) {
     return mod.startFakeLangfuse({ publicKey: PUBLIC_KEY, secretKey: SECRET_KEY, port: 0, ...opts });
 }
 
+/** host:port of `key=` in the daemon's start line, or null. */
+function addressIn(line, key) {
+    const m = new RegExp(`\\b${key}=(\\S+):(\\d+)\\b`).exec(line);
+    return m ? { host: m[1], port: Number(m[2]) } : null;
+}
+
 /**
  * Start `$O2L_BIN serve` delivering to langfuseUrl. Resolves once the daemon
- * logs that it is listening. Returns {url, port, log(), logTail(), stop()}.
- * stop() sends SIGTERM and rejects unless the daemon exits with status 0.
+ * logs its start line (`... listening http=HOST:PORT ...`). Options:
+ *   env       extra environment (wins over the defaults below)
+ *   args      extra command-line arguments after `serve`
+ *   name      prefix of the work directory (logs, file sink)
+ *   spoolDir  sets O2L_SPOOL_DIR; restart with the same one to recover
+ *   cwd       the daemon's working directory (default: the work directory,
+ *             so the default spool ./otel2langfuse-spool is per daemon)
+ * The admin server listens on 127.0.0.1:0 (O2L_ADMIN_LISTEN) unless env
+ * says otherwise.
+ * Returns {url, port, grpcPort, adminUrl, adminPort, dir, spoolDir,
+ * logPath, log(), logTail(), pid, exited(), stop(), kill()}: grpcPort and
+ * adminUrl are null when the start line does not name them. stop() sends
+ * SIGTERM and rejects unless the daemon exits with status 0; kill() sends
+ * SIGKILL and resolves {code, signal} once the process is gone.
  */
-export async function startDaemon({ langfuseUrl, env = {}, args = [], name = 'daemon', startTimeoutMs = 15000 } = {}) {
+export async function startDaemon({ langfuseUrl, env = {}, args = [], name = 'daemon', startTimeoutMs = 15000, spoolDir, cwd } = {}) {
     const bin = process.env.O2L_BIN;
     if (!bin) throw new Error('O2L_BIN is not set (CTest sets it to the built otel2langfuse)');
     const dir = workDir(name);
@@ -90,7 +108,7 @@ export async function startDaemon({ langfuseUrl, env = {}, args = [], name = 'da
     const logFile = fs.openSync(logPath, 'w');
     const port = await freePort();
     const child = spawn(bin, ['serve', ...args], {
-        cwd: dir,
+        cwd: cwd || dir,
         stdio: ['ignore', 'pipe', 'pipe'],
         env: quietEnv({
             LANGFUSE_PUBLIC_KEY: PUBLIC_KEY,
@@ -98,17 +116,20 @@ export async function startDaemon({ langfuseUrl, env = {}, args = [], name = 'da
             LANGFUSE_BASE_URL: langfuseUrl,
             O2L_HTTP_LISTEN: `127.0.0.1:${port}`,
             O2L_GRPC_LISTEN: '127.0.0.1:0',
+            O2L_ADMIN_LISTEN: '127.0.0.1:0',
             O2L_FLUSH_INTERVAL_MS: '200',
             O2L_LOG_LEVEL: 'debug',
             O2L_FILE_SINK: path.join(dir, 'events.jsonl'),
+            ...(spoolDir ? { O2L_SPOOL_DIR: spoolDir } : {}),
             ...env,
         }),
     });
     let text = '';
     let exited = null;
+    let logOpen = true;
     const onData = (d) => {
         text += d.toString('utf8');
-        fs.writeSync(logFile, d);
+        if (logOpen) fs.writeSync(logFile, d);
     };
     child.stdout.on('data', onData);
     child.stderr.on('data', onData);
@@ -118,32 +139,51 @@ export async function startDaemon({ langfuseUrl, env = {}, args = [], name = 'da
             resolve(exited);
         });
     });
+    // Output may still be in the pipes when 'exit' fires; 'close' is last.
+    const closePromise = new Promise((resolve) => child.on('close', resolve));
+    const closeLog = () => {
+        if (!logOpen) return;
+        logOpen = false;
+        fs.closeSync(logFile);
+    };
     const tail = (n = 60) => text.split('\n').slice(-n).join('\n');
 
-    let listenPort;
+    let startLine;
     try {
-        listenPort = await waitFor(
+        startLine = await waitFor(
             () => {
                 if (exited) throw new Error(`daemon exited early (${JSON.stringify(exited)}); log:\n${tail()}`);
-                const m = /listening http=[^\s:]+:(\d+)/.exec(text);
-                return m ? Number(m[1]) : null;
+                // The whole line, so that every address on it is there.
+                const m = /^.*listening http=[^\s:]+:\d+.*\n/m.exec(text);
+                return m ? m[0] : null;
             },
             { timeoutMs: startTimeoutMs, intervalMs: 50, what: 'the daemon to listen', describe: () => `log:\n${tail()}` },
         );
     } catch (err) {
         if (!exited) child.kill('SIGKILL');
         await exitPromise;
-        fs.closeSync(logFile);
+        await closePromise;
+        closeLog();
         throw err;
     }
+    const http = addressIn(startLine, 'http');
+    // Older start lines name only http; gRPC then has a line of its own.
+    const grpc = addressIn(startLine, 'grpc') || addressIn((/listening grpc=\S+/.exec(text) || [''])[0], 'grpc');
+    const admin = addressIn(startLine, 'admin');
 
     return {
-        url: `http://127.0.0.1:${listenPort}`,
-        port: listenPort,
+        url: `http://127.0.0.1:${http.port}`,
+        port: http.port,
+        grpcPort: grpc ? grpc.port : null,
+        adminUrl: admin ? `http://127.0.0.1:${admin.port}` : null,
+        adminPort: admin ? admin.port : null,
+        dir,
+        spoolDir: spoolDir || null,
         logPath,
         log: () => text,
         logTail: tail,
         pid: child.pid,
+        exited: () => exited,
         async stop({ timeoutMs = 20000 } = {}) {
             if (!exited) child.kill('SIGTERM');
             const timer = setTimeout(() => {
@@ -151,13 +191,70 @@ export async function startDaemon({ langfuseUrl, env = {}, args = [], name = 'da
             }, timeoutMs);
             const res = await exitPromise;
             clearTimeout(timer);
-            fs.closeSync(logFile);
+            await closePromise;
+            closeLog();
             if (res.code !== 0) {
                 throw new Error(`daemon did not exit cleanly on SIGTERM (${JSON.stringify(res)}); log:\n${tail()}`);
             }
             return res;
         },
+        async kill() {
+            if (!exited) child.kill('SIGKILL');
+            const res = await exitPromise;
+            await closePromise;
+            closeLog();
+            return res;
+        },
     };
+}
+
+// ---- the daemon's admin server ----
+
+/** GET a path of the admin server: {status, text, headers}. */
+export async function adminGet(daemon, route, { timeoutMs = 5000 } = {}) {
+    if (!daemon.adminUrl) throw new Error(`the daemon's start line names no admin address; log:\n${daemon.logTail(20)}`);
+    const res = await fetch(`${daemon.adminUrl}${route}`, { signal: AbortSignal.timeout(timeoutMs) });
+    return { status: res.status, text: await res.text(), headers: res.headers };
+}
+
+/**
+ * The daemon's /metrics as {name: value}; samples of one name with
+ * different labels are added up.
+ */
+export async function metricsOf(daemon) {
+    const res = await adminGet(daemon, '/metrics');
+    if (res.status !== 200) throw new Error(`/metrics answered ${res.status}: ${res.text}`);
+    const out = {};
+    for (const line of res.text.split('\n')) {
+        if (!line || line.startsWith('#')) continue;
+        const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+        if (m) out[m[1]] = (out[m[1]] ?? 0) + Number(m[3]);
+    }
+    return out;
+}
+
+/**
+ * The JSON lines of a file (the dead-letter file, a file sink); [] when it
+ * does not exist yet. A last line still being written is left out.
+ */
+export function readJsonLines(file) {
+    let text;
+    try {
+        text = fs.readFileSync(file, 'utf8');
+    } catch (e) {
+        if (e.code === 'ENOENT') return [];
+        throw e;
+    }
+    const out = [];
+    for (const line of text.split('\n')) {
+        if (!line.trim()) continue;
+        try {
+            out.push(JSON.parse(line));
+        } catch {
+            // A torn last line; the next read sees it whole.
+        }
+    }
+    return out;
 }
 
 /**

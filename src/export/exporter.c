@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -547,7 +548,8 @@ static int write_file(struct o2l_exporter *ex, struct slot *slots, size_t n)
             return O2L_EIO;
         }
     }
-    if (fflush(ex->file) != 0) {
+    /* On disk before the spool forgets the request these came from. */
+    if (fflush(ex->file) != 0 || fsync(fileno(ex->file)) != 0) {
         return O2L_EIO;
     }
     return O2L_OK;

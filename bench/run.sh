@@ -8,26 +8,38 @@
 #       (core 0) --POST /api/public/ingestion--> sink.mjs (core 1)
 #
 # For each case it measures the spans/s the daemon acknowledged (HTTP 200 or
-# gRPC OK only),
+# gRPC OK only, each sent once the request is committed to the spool),
 # the events/s that actually reached the sink, MB/s in and out, the daemon's
 # CPU use and its peak RSS (VmHWM), then prints a table and the ratio to the
 # targets (>= 40,000 LLM-sized spans/s end to end on one core, peak RSS
-# < 64 MB). It never fails on figures: it exits non-zero only when it could
-# not run.
+# < 64 MB). Every daemon gets a fresh spool directory in the work
+# directory; by default each case runs twice, with the spool's fsync
+# before the answer (case name as given) and without it (the same name
+# with " nosync"), and a line per case gives the ratio of the two. Before
+# each daemon is stopped its admin /metrics gives the accepted requests and
+# the spool commits, i.e. the requests sharing one commit. It never fails
+# on figures: it exits non-zero only when it could not run.
 #
 # Usage: bench/run.sh [options]
 #   --duration S      seconds of load per case (default 15)
 #   --connections N   wrk / h2load connections (default 4)
 #   --streams N       h2load streams in flight per connection (default 1, so
 #                     that both paths keep --connections requests in flight)
-#   --repeat N        run every case N times (default 1); the target lines
-#                     use the median end-to-end rate of a case
+#   --repeat N        run every case N times (default 1); the target and
+#                     ratio lines use the median of the runs of a case
 #   --cases LIST      comma-separated among small,small-gzip,llm,llm-gzip
 #                     (OTLP/HTTP, wrk) and grpc-small,grpc-small-gzip,
 #                     grpc-llm,grpc-llm-gzip (OTLP/gRPC, h2load);
 #                     default: all eight
+#   --spool-sync MODE on (O2L_SPOOL_SYNC=true, fsync before each answer),
+#                     off (false: no fsync, to measure only) or both
+#                     (default: each case with on, then with off)
+#   --spool-max-bytes N    O2L_SPOOL_MAX_BYTES (default 8589934592, 8 GiB:
+#                     far above what a run holds, so the spool cap never
+#                     answers 503)
 #   --batch-max-events N   O2L_BATCH_MAX_EVENTS of the daemon (default 500)
-#   --queue-max-events N   O2L_QUEUE_MAX_EVENTS (default 1000000)
+#   --queue-max-events N   O2L_QUEUE_MAX_EVENTS (default 1000000), the
+#                     exporter's queue in memory, filled from the spool
 #   --queue-max-bytes N    O2L_QUEUE_MAX_BYTES (default 1073741824)
 #   --drain-max S     longest wait for the sink to stop growing (default 60)
 #   --env NAME=VALUE  one more environment variable for the daemon (repeatable)
@@ -36,16 +48,18 @@
 #                     DWARF call graphs), or where perf cannot record, callgrind on
 #                     `otel2langfuse convert` of the LLM fixture
 #   --callgrind       skip perf; callgrind of `convert` on the LLM fixture
-#   --no-build        use the existing build-bench/otel2langfuse
-#   --keep            keep the work directory (logs, perf data)
-#   --port N          first of the three loopback ports used (default
-#                     18480): daemon HTTP, sink, daemon gRPC
+#   --build-dir DIR   where to build the daemon (default build-bench in the
+#                     repository)
+#   --no-build        use the existing otel2langfuse of the build directory
+#   --keep            keep the work directory (logs, spools, perf data)
+#   --port N          first of the four loopback ports used (default
+#                     18480): daemon HTTP, sink, daemon gRPC, daemon admin
+#                     (O2L_ADMIN_LISTEN, /metrics)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 build="$repo/build-bench"
-bin="$build/otel2langfuse"
 
 duration=15
 connections=4
@@ -54,6 +68,8 @@ cases="small,small-gzip,llm,llm-gzip,grpc-small,grpc-small-gzip,grpc-llm,grpc-ll
 batch_max_events=500
 queue_max_events=1000000
 queue_max_bytes=1073741824
+spool_sync=both
+spool_max_bytes=8589934592
 drain_max=60
 do_perf=0
 repeat=1
@@ -73,20 +89,23 @@ while [ $# -gt 0 ]; do
     --batch-max-events) batch_max_events="$2"; shift 2 ;;
     --queue-max-events) queue_max_events="$2"; shift 2 ;;
     --queue-max-bytes) queue_max_bytes="$2"; shift 2 ;;
+    --spool-sync) spool_sync="$2"; shift 2 ;;
+    --spool-max-bytes) spool_max_bytes="$2"; shift 2 ;;
     --drain-max) drain_max="$2"; shift 2 ;;
     --repeat) repeat="$2"; shift 2 ;;
     --env) extra_env+=("$2"); shift 2 ;;
     --perf) do_perf=1; shift ;;
     --callgrind) do_perf=1; force_cg=1; shift ;;
+    --build-dir) build="$2"; shift 2 ;;
     --no-build) do_build=0; shift ;;
     --keep) keep=1; shift ;;
     --port) port="$2"; shift 2 ;;
-    -h | --help) sed -n '3,42p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '3,57p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
 for n in "$duration" "$repeat" "$connections" "$streams" "$batch_max_events" "$queue_max_events" \
-    "$queue_max_bytes" "$drain_max" "$port"; do
+    "$queue_max_bytes" "$spool_max_bytes" "$drain_max" "$port"; do
     case "$n" in
     '' | *[!0-9]*) echo "run.sh: expected a whole number, got '$n'" >&2; exit 2 ;;
     esac
@@ -100,6 +119,23 @@ if [ "$connections" -lt 1 ] || [ "$streams" -lt 1 ] || [ "$repeat" -lt 1 ]; then
     echo "run.sh: --connections, --streams and --repeat must be at least 1" >&2
     exit 2
 fi
+# the daemon's own bounds of spool.max_bytes: 4 KiB .. 1 TiB
+if [ "$spool_max_bytes" -lt 4096 ] || [ "$spool_max_bytes" -gt 1099511627776 ]; then
+    echo "run.sh: --spool-max-bytes must be 4096..1099511627776" >&2
+    exit 2
+fi
+case "$spool_sync" in
+on) sync_modes=(on) ;;
+off) sync_modes=(off) ;;
+both) sync_modes=(on off) ;;
+*) echo "run.sh: --spool-sync must be on, off or both" >&2; exit 2 ;;
+esac
+if [ "$port" -lt 1024 ] || [ "$port" -gt 65532 ]; then
+    echo "run.sh: --port must be 1024..65532 (four ports from it are used)" >&2
+    exit 2
+fi
+build="$(mkdir -p "$build" && cd "$build" && pwd)"
+bin="$build/otel2langfuse"
 
 IFS=',' read -r -a case_list <<<"$cases"
 want_http=0
@@ -122,6 +158,7 @@ esac
 daemon_port=$port
 sink_port=$((port + 1))
 grpc_port=$((port + 2))
+admin_port=$((port + 3))
 work="$(mktemp -d /tmp/o2l-bench.XXXXXX)"
 sink_pid=""
 daemon_pid=""
@@ -259,7 +296,7 @@ log "starting the sink on 127.0.0.1:$sink_port (core 1)"
 # its own time limit: every case at its longest (load, drain, daemon start
 # and stop), plus a margin
 taskset -c 1 node "$here/sink.mjs" --port "$sink_port" \
-    --max-seconds $(((duration + drain_max + 60) * ${#case_list[@]} * repeat + 300)) \
+    --max-seconds $(((duration + drain_max + 60) * ${#case_list[@]} * ${#sync_modes[@]} * repeat + 300)) \
     >"$work/sink.log" 2>&1 &
 sink_pid=$!
 for _ in $(seq 1 50); do
@@ -269,6 +306,26 @@ for _ in $(seq 1 50); do
 done
 grep -q 'sink listening' "$work/sink.log" ||
     { cat "$work/sink.log" >&2; echo "run.sh: the sink did not start" >&2; exit 1; }
+
+# --- the disk under the spools ---------------------------------------------
+# What the spools are written to, and how fast one synchronous 4 KiB write
+# (O_DSYNC, appended to a new file like the WAL is) comes back on it: the
+# cost one spool commit pays at least when spool.sync is on.
+disk_fs="$(findmnt -n -o SOURCE,FSTYPE,OPTIONS -T "$work" 2>/dev/null || echo unknown)"
+disk_df="$(df -hT "$work" 2>/dev/null | awk 'NR == 2 { print $2, "size", $3, "avail", $5 }')"
+dsync_writes=500
+dsync_line="not measured"
+if dd_out="$(timeout 120 dd if=/dev/zero of="$work/dsync-probe" bs=4k count="$dsync_writes" \
+    oflag=dsync 2>&1)"; then
+    dsync_line="$(printf '%s\n' "$dd_out" | awk -v n="$dsync_writes" '
+        / copied, / {
+            for (i = 1; i <= NF; i++) if ($i == "s," || $i == "s") { secs = $(i - 1); break }
+            if (secs > 0) printf "%d writes of 4 KiB with O_DSYNC: %.0f per second, %.2f ms each", n, n / secs, secs / n * 1000
+        }')"
+    [ -n "$dsync_line" ] || dsync_line="not measured (dd printed no time)"
+fi
+rm -f "$work/dsync-probe"
+log "spool filesystem: $disk_fs ($disk_df); $dsync_line"
 
 clk_tck="$(getconf CLK_TCK)"
 core0_ticks() { # "idle steal total" of core 0 from /proc/stat, in clock ticks
@@ -283,7 +340,7 @@ results="$work/results.txt"
 
 # An OK answer to Export carries one framed, empty
 # ExportTraceServiceResponse (5 bytes of DATA) before the grpc-status 0
-# trailer; a refusal (UNAVAILABLE when the queue is full, or any other
+# trailer; a refusal (UNAVAILABLE when the spool is full, or any other
 # error) is a trailers-only response with no DATA at all, yet HTTP status
 # 200, which h2load counts as a success. So the OK answers are the DATA
 # bytes h2load received / 5 (none of the fixtures has a rejected span, which
@@ -328,28 +385,53 @@ h2load_summary() {
     }' "$1"
 }
 
-# run_case NAME FILE ENCODING SPANS EVENTS PROTO (http or grpc)
-run_case() {
-    local name="$1" file="$2" enc="$3" spans="$4" events="$5" proto="$6"
-    local body_bytes dlog wlog s0 s1 s2 t0 t1 c0 c1 c2 k0 k1 wrkline inflight
-    body_bytes="$(stat -c %s "$file")"
-    dlog="$work/daemon-$name.log"
-    wlog="$work/load-$name.log"
+# admin_metrics: the daemon's /metrics, or nothing when it does not answer
+admin_metrics() {
+    curl -s --max-time 5 "http://127.0.0.1:$admin_port/metrics" 2>/dev/null || true
+}
+# metric NAME TEXT -> the value of otel2langfuse_NAME in TEXT, or -1
+metric() {
+    local v
+    v="$(printf '%s\n' "$2" | awk -v m="otel2langfuse_$1" '$1 == m { print $2; exit }')"
+    case "$v" in
+    '' | *[!0-9]*) echo -1 ;;
+    *) echo "$v" ;;
+    esac
+}
 
-    log "case $name (run $run_index of $repeat): $spans spans/request, $events events/request, body $body_bytes bytes${enc:+ ($enc)}, $proto"
-    # the gRPC listener always on the loopback (its default is 0.0.0.0:4317)
+# run_case NAME FILE ENCODING SPANS EVENTS PROTO (http or grpc) SYNC (on or off)
+run_case() {
+    local name="$1" file="$2" enc="$3" spans="$4" events="$5" proto="$6" sync="$7"
+    local body_bytes dlog wlog s0 s1 s2 t0 t1 c0 c1 c2 k0 k1 wrkline inflight
+    local label="$name" sync_env=true spool m0 m1 m2
+    if [ "$sync" = off ]; then
+        label="$name-nosync"
+        sync_env=false
+    fi
+    body_bytes="$(stat -c %s "$file")"
+    dlog="$work/daemon-$label-$run_index.log"
+    wlog="$work/load-$label-$run_index.log"
+    spool="$work/spool-$label-$run_index"
+    rm -rf "$spool"
+
+    log "case $label (run $run_index of $repeat): $spans spans/request, $events events/request, body $body_bytes bytes${enc:+ ($enc)}, $proto, spool sync $sync"
+    # the gRPC listener always on the loopback (its default is 0.0.0.0:4317),
+    # the admin listener too (its default is 127.0.0.1:13133)
     env -i PATH="$PATH" \
         LANGFUSE_PUBLIC_KEY=pk-lf-bench LANGFUSE_SECRET_KEY=sk-lf-bench \
         LANGFUSE_BASE_URL="http://127.0.0.1:$sink_port" \
         O2L_HTTP_LISTEN="127.0.0.1:$daemon_port" \
         O2L_GRPC_LISTEN="127.0.0.1:$grpc_port" O2L_LOG_LEVEL=warn \
+        O2L_ADMIN_LISTEN="127.0.0.1:$admin_port" \
+        O2L_SPOOL_DIR="$spool" O2L_SPOOL_SYNC="$sync_env" \
+        O2L_SPOOL_MAX_BYTES="$spool_max_bytes" \
         O2L_QUEUE_MAX_EVENTS="$queue_max_events" \
         O2L_QUEUE_MAX_BYTES="$queue_max_bytes" \
         O2L_BATCH_MAX_EVENTS="$batch_max_events" ${extra_env[@]+"${extra_env[@]}"} \
         taskset -c 0 "$bin" serve >"$dlog" 2>&1 &
     daemon_pid=$!
-    # both listeners are bound before the event loop runs, so an answer on
-    # the HTTP port means the gRPC one is ready too
+    # all listeners are bound before the event loop runs, so an answer on
+    # the HTTP port means the gRPC and admin ones are ready too
     local ready=0
     for _ in $(seq 1 100); do
         kill -0 "$daemon_pid" 2>/dev/null || break
@@ -366,12 +448,13 @@ run_case() {
     fi
 
     if [ "$do_perf" = 1 ] && [ "$force_cg" = 0 ] && [ "$name" = "$perf_case" ] &&
-        [ "$run_index" = 1 ]; then
+        [ "$run_index" = 1 ] && [ "$sync" = "${sync_modes[0]}" ]; then
         perf record -F 499 --call-graph dwarf,32768 -p "$daemon_pid" -o "$work/perf.data" \
             -- sleep "$duration" >"$work/perf-record.log" 2>&1 &
         perf_pid=$!
     fi
 
+    m0="$(admin_metrics)"
     s0="$(sink_stats)"
     c0="$(cpu_ticks "$daemon_pid")"
     k0="$(core0_ticks)"
@@ -383,7 +466,7 @@ run_case() {
         [ -n "$enc" ] && hdr+=(-H "grpc-encoding: $enc")
         timeout $((duration + 30)) taskset -c 1 h2load -t1 -c"$connections" \
             -m"$streams" -D"$duration" -d "$file" "${hdr[@]}" \
-            --log-file="$work/h2load-requests-$name.tsv" \
+            --log-file="$work/h2load-requests-$label-$run_index.tsv" \
             "http://127.0.0.1:$grpc_port/opentelemetry.proto.collector.trace.v1.TraceService/Export" \
             >"$wlog" 2>&1 &
     else
@@ -399,15 +482,16 @@ run_case() {
     c1="$(cpu_ticks "$daemon_pid")"
     k1="$(core0_ticks)"
     s1="$(sink_stats)"
+    m1="$(admin_metrics)"
     if [ "$proto" = grpc ]; then
-        wrkline="$(h2load_summary "$wlog" "$work/h2load-requests-$name.tsv" |
+        wrkline="$(h2load_summary "$wlog" "$work/h2load-requests-$label-$run_index.tsv" |
             cut -d' ' -f2-)" || wrkline=""
     else
         wrkline="$(grep '^o2l-wrk ' "$wlog" | head -n 1 | cut -d' ' -f2-)"
     fi
     if [ -z "$wrkline" ]; then
         cat "$wlog" >&2
-        echo "run.sh: the load tool printed no result for $name" >&2
+        echo "run.sh: the load tool printed no result for $label" >&2
         exit 1
     fi
 
@@ -430,6 +514,8 @@ run_case() {
 
     local hwm
     hwm="$(awk '/^VmHWM:/ { print $2 }' "/proc/$daemon_pid/status" 2>/dev/null || echo 0)"
+    # the spool's counters before the stop: requests accepted, commits
+    m2="$(admin_metrics)"
     if [ -n "$perf_pid" ]; then
         wait "$perf_pid" 2>/dev/null || true
         perf_pid=""
@@ -446,8 +532,12 @@ run_case() {
     local drc=0
     wait "$daemon_pid" 2>/dev/null || drc=$?
     daemon_pid=""
+    local spool_kb
+    spool_kb="$(du -sk "$spool" 2>/dev/null | cut -f1)"
+    [ -n "$spool_kb" ] || spool_kb=0
+    [ "$keep" = 1 ] || rm -rf "$spool"
 
-    # refusals the daemon logged (at warn: queue full found after decoding;
+    # refusals the daemon logged (at warn: spool full found after decoding;
     # the cheaper refusal before reading the body is logged at debug only)
     local logged_refusals
     logged_refusals="$(grep -c 'answered UNAVAILABLE\|answered 503' "$dlog" || true)"
@@ -470,14 +560,30 @@ run_case() {
     cpu0="$(awk -v a="$(json_num cpu_user_ms "$s0")" -v b="$(json_num cpu_system_ms "$s0")" 'BEGIN { print a + b }')"
     cpu1="$(awk -v a="$(json_num cpu_user_ms "$s1")" -v b="$(json_num cpu_system_ms "$s1")" 'BEGIN { print a + b }')"
 
-    awk -v name="$name" -v spans="$spans" -v events="$events" \
+    # the spool's counters: at the start and the end of the load, and
+    # before the stop (-1 where the admin listener did not answer)
+    local acc0 acc1 acc2 com0 com1 com2 refused held wfail
+    acc0="$(metric requests_accepted_total "$m0")"
+    acc1="$(metric requests_accepted_total "$m1")"
+    acc2="$(metric requests_accepted_total "$m2")"
+    com0="$(metric spool_commits_total "$m0")"
+    com1="$(metric spool_commits_total "$m1")"
+    com2="$(metric spool_commits_total "$m2")"
+    refused="$(metric requests_refused_total "$m2")"
+    held="$(metric spool_requests "$m2")"
+    wfail="$(metric spool_write_failures_total "$m2")"
+
+    awk -v name="$label" -v spans="$spans" -v events="$events" \
         -v body="$body_bytes" -v wdur="$wdur" -v n200="$n200" -v n503="$n503" \
         -v nother="$nother" -v ev0="$ev0" -v ev1="$ev1" -v ev2="$ev2" \
         -v by0="$by0" -v by2="$by2" -v t0="$t0" -v t1="$t1" -v last="$last_ms" \
         -v c0="$c0" -v c1="$c1" -v tck="$clk_tck" -v hwm="$hwm" \
         -v scpu0="$cpu0" -v scpu1="$cpu1" -v lat50="$lat50" -v lat99="$lat99" \
         -v drc="$drc" -v k0="$k0" -v k1="$k1" -v c2="$c2" -v nreq="$nreq" \
-        -v inflight="$inflight" -v proto="$proto" -v logged="$logged_refusals" '
+        -v inflight="$inflight" -v proto="$proto" -v logged="$logged_refusals" \
+        -v sync="$sync" -v base="$name" -v acc0="$acc0" -v acc1="$acc1" \
+        -v acc2="$acc2" -v com0="$com0" -v com1="$com1" -v com2="$com2" \
+        -v refused="$refused" -v held="$held" -v spool_kb="$spool_kb" -v wfail="$wfail" '
     BEGIN {
         secs = wdur / 1e6
         acked = n200 * spans / secs
@@ -503,27 +609,41 @@ run_case() {
         per_cpu = c2 > c0 ? delivered * spans / events / ((c2 - c0) / tck) : 0
         # answers of any kind per second, as the load tool saw them
         rps = (n200 + n503 + nother) / secs
-        printf "%s %d %d %d %.0f %.0f %.0f %.0f %d %d %.1f %.1f %.0f %.0f %.1f %d %.1f %.1f %d %.0f %.0f %.0f %.0f %d %s %d\n",
+        # requests accepted and spool commits over the load window (the
+        # commits include those that only deleted delivered requests)
+        acc_load = (acc0 >= 0 && acc1 >= 0) ? acc1 - acc0 : -1
+        com_load = (com0 >= 0 && com1 >= 0) ? com1 - com0 : -1
+        printf "%s %d %d %d %.0f %.0f %.0f %.0f %d %d %.1f %.1f %.0f %.0f %.1f %d %.1f %.1f %d %.0f %.0f %.0f %.0f %d %s %d",
             name, n200, n503, nother, acked, e2e_spans, e2e_events, in_window,
             delivered, expected, mb_in, mb_out, cpu, scpu, hwm / 1024,
             lat99 / 1000, lat50 / 1000, e2e_secs, drc, idle, steal, per_cpu,
             rps, inflight, proto, logged
+        printf " %s %s %d %d %d %d %d %d %d %d\n", sync, base, acc_load, com_load,
+            acc2, com2, refused, held, spool_kb, wfail
     }' >>"$results"
 }
 
 for r in $(seq 1 "$repeat"); do
     run_index=$r
+    # with both modes, every other run takes them in the other order, so
+    # that a drift of the machine does not always favour the same one
+    modes=("${sync_modes[@]}")
+    if [ "${#modes[@]}" = 2 ] && [ $((r % 2)) = 0 ]; then
+        modes=("${sync_modes[1]}" "${sync_modes[0]}")
+    fi
     for c in "${case_list[@]}"; do
-        case "$c" in
-        small) run_case small "$small_pb" "" "$small_spans" "$small_events" http ;;
-        small-gzip) run_case small-gzip "$work/small_100.pb.gz" gzip "$small_spans" "$small_events" http ;;
-        llm) run_case llm "$llm_pb" "" "$llm_spans" "$llm_events" http ;;
-        llm-gzip) run_case llm-gzip "$work/llm_512.pb.gz" gzip "$llm_spans" "$llm_events" http ;;
-        grpc-small) run_case grpc-small "$work/small_100.grpc" "" "$small_spans" "$small_events" grpc ;;
-        grpc-small-gzip) run_case grpc-small-gzip "$work/small_100.gz.grpc" gzip "$small_spans" "$small_events" grpc ;;
-        grpc-llm) run_case grpc-llm "$work/llm_512.grpc" "" "$llm_spans" "$llm_events" grpc ;;
-        grpc-llm-gzip) run_case grpc-llm-gzip "$work/llm_512.gz.grpc" gzip "$llm_spans" "$llm_events" grpc ;;
-        esac
+        for m in "${modes[@]}"; do
+            case "$c" in
+            small) run_case small "$small_pb" "" "$small_spans" "$small_events" http "$m" ;;
+            small-gzip) run_case small-gzip "$work/small_100.pb.gz" gzip "$small_spans" "$small_events" http "$m" ;;
+            llm) run_case llm "$llm_pb" "" "$llm_spans" "$llm_events" http "$m" ;;
+            llm-gzip) run_case llm-gzip "$work/llm_512.pb.gz" gzip "$llm_spans" "$llm_events" http "$m" ;;
+            grpc-small) run_case grpc-small "$work/small_100.grpc" "" "$small_spans" "$small_events" grpc "$m" ;;
+            grpc-small-gzip) run_case grpc-small-gzip "$work/small_100.gz.grpc" gzip "$small_spans" "$small_events" grpc "$m" ;;
+            grpc-llm) run_case grpc-llm "$work/llm_512.grpc" "" "$llm_spans" "$llm_events" grpc "$m" ;;
+            grpc-llm-gzip) run_case grpc-llm-gzip "$work/llm_512.gz.grpc" gzip "$llm_spans" "$llm_events" grpc "$m" ;;
+            esac
+        done
     done
 done
 
@@ -533,31 +653,59 @@ echo "otel2langfuse OTLP benchmark - $(git -C "$repo" describe --always --dirty 
 echo "daemon pinned to core 0 (taskset -c 0); the load (HTTP: wrk -t1 -c$connections, gRPC: h2load -t1 -c$connections -m$streams)"
 echo "and the sink on core 1; ${duration}s of load per case"
 echo "daemon: O2L_BATCH_MAX_EVENTS=$batch_max_events O2L_QUEUE_MAX_EVENTS=$queue_max_events O2L_QUEUE_MAX_BYTES=$queue_max_bytes ${extra_env[*]+${extra_env[*]}}"
+echo "spool: O2L_SPOOL_SYNC=$(case "$spool_sync" in on) echo true ;; off) echo false ;; *) echo "true, then false (\" nosync\")" ;; esac)" \
+    "O2L_SPOOL_MAX_BYTES=$spool_max_bytes, a fresh O2L_SPOOL_DIR per run in $work"
+echo "spool filesystem: $disk_fs; $disk_df"
+echo "spool disk: $dsync_line"
 echo
 awk 'BEGIN {
-    printf "%-15s %7s %7s %7s %5s %8s %8s %8s %9s %9s %9s %9s %6s %6s %5s %5s %5s %5s %7s %6s %6s\n",
+    printf "%-22s %7s %7s %7s %5s %8s %8s %8s %9s %9s %9s %9s %6s %6s %5s %5s %5s %5s %7s %6s %6s\n",
         "case", "req/s", "ok", "refused", "other", "acked", "e2e", "e2e", "events/s", "spans per", "delivered", "expected",
         "MB/s", "MB/s", "cpu%", "idle%", "steal", "sink", "peakRSS", "p50", "p99"
-    printf "%-15s %7s %7s %7s %5s %8s %8s %8s %9s %9s %9s %9s %6s %6s %5s %5s %5s %5s %7s %6s %6s\n",
+    printf "%-22s %7s %7s %7s %5s %8s %8s %8s %9s %9s %9s %9s %6s %6s %5s %5s %5s %5s %7s %6s %6s\n",
         "", "", "", "", "", "spans/s", "spans/s", "events/s", "in window", "cpu-sec", "events", "events",
         "in", "out", "", "core0", "core0", "cpu%", "MB", "ms", "ms"
 }
 {
-    printf "%-15s %7d %7d %7d %5d %8d %8d %8d %9d %9d %9d %9d %6.1f %6.1f %5d %5d %5d %5d %7.1f %6.1f %6d\n",
-        $1, $23, $2, $3, $4, $5, $6, $7, $8, $22, $9, $10, $11, $12, $13, $20, $21, $14, $15, $17, $16
+    c = $1
+    sub(/-nosync$/, " nosync", c)
+    printf "%-22s %7d %7d %7d %5d %8d %8d %8d %9d %9d %9d %9d %6.1f %6.1f %5d %5d %5d %5d %7.1f %6.1f %6d\n",
+        c, $23, $2, $3, $4, $5, $6, $7, $8, $22, $9, $10, $11, $12, $13, $20, $21, $14, $15, $17, $16
 }' "$results"
 echo
 echo "req/s: answers of any kind per second as the load tool saw them; ok: HTTP 200 (wrk) or"
 echo "gRPC OK (h2load: answers with the 5-byte OK message); refused: HTTP 503, or for gRPC the"
-echo "HTTP 200s without it (trailers-only grpc-status != 0, e.g. 14 UNAVAILABLE when the queue"
+echo "HTTP 200s without it (trailers-only grpc-status != 0, e.g. 14 UNAVAILABLE when the spool"
 echo "is full), which h2load counts as successes; other: any other answer or failed request."
 echo "cpu%: the daemon (all its threads) over the load window; idle%/steal: core 0 idle and"
 echo "taken by the hypervisor over that window; sink cpu%: the sink on core 1; spans per"
 echo "cpu-sec: spans delivered per CPU-second the daemon used (load + drain), i.e. what one"
 echo "core wholly given to the daemon would carry."
 echo
-echo "acked spans/s: ok answers x spans per request / load time; e2e: events that reached"
-echo "the sink / (last arrival - start of load), spans/s = that x spans/events per request."
+echo "acked spans/s: ok answers (each sent once its request is committed to the spool) x spans"
+echo "per request / load time; e2e: events that reached the sink / (last arrival - start of"
+echo "load), spans/s = that x spans/events per request."
+echo
+echo "spool, from the daemon's /metrics (otel2langfuse_requests_accepted_total and"
+echo "otel2langfuse_spool_commits_total): over the load, and in all before the stop"
+awk 'BEGIN {
+    printf "%-22s %5s %9s %8s %8s %9s %8s %8s %7s %6s %8s\n", "case", "sync",
+        "accepted", "commits", "requests", "accepted", "commits", "requests", "refused", "held", "spool MB"
+    printf "%-22s %5s %9s %8s %8s %9s %8s %8s %7s %6s %8s\n", "", "",
+        "in load", "in load", "/commit", "in all", "in all", "/commit", "", "at end", "on disk"
+}
+function per(a, b) { return (a >= 0 && b > 0) ? sprintf("%.2f", a / b) : "n/a" }
+function num(v) { return v >= 0 ? v : "n/a" }
+{
+    c = $1
+    sub(/-nosync$/, " nosync", c)
+    printf "%-22s %5s %9s %8s %8s %9s %8s %8s %7s %6s %8.1f\n", c, $27,
+        num($29), num($30), per($29, $30), num($31), num($32), per($31, $32),
+        num($33), num($34), $35 / 1024
+}' "$results"
+echo "requests/commit: requests that shared one spool transaction (one fsync when sync is on);"
+echo "a lower bound, as commits also count the transactions that only delete delivered requests."
+echo "held: requests still in the spool before the stop (0 when all was delivered)."
 echo
 awk '{ n[$1]++; e2e[$1, n[$1]] = $6; if ($15 > rss[$1]) rss[$1] = $15; if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }
 END {
@@ -568,12 +716,14 @@ END {
         for (a = 1; a <= m; a++) v[a] = e2e[c, a]
         for (a = 2; a <= m; a++) { x = v[a]; for (b = a - 1; b >= 1 && v[b] > x; b--) v[b + 1] = v[b]; v[b + 1] = x }
         med[c] = (m % 2) ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
+        shown = c
+        sub(/-nosync$/, " nosync", shown)
         if (c ~ /llm/)
-            printf "target %-15s e2e %6d LLM-sized spans/s vs 40000: %.2fx   peak RSS %.1f MB vs 64 MB: %s\n",
-                c, med[c], med[c] / 40000, rss[c], (rss[c] < 64 ? "under" : "OVER")
+            printf "target %-22s e2e %6d LLM-sized spans/s vs 40000: %.2fx   peak RSS %.1f MB vs 64 MB: %s\n",
+                shown, med[c], med[c] / 40000, rss[c], (rss[c] < 64 ? "under" : "OVER")
         else
-            printf "       %-15s e2e %6d small spans/s (no target)          peak RSS %.1f MB vs 64 MB: %s\n",
-                c, med[c], rss[c], (rss[c] < 64 ? "under" : "OVER")
+            printf "       %-22s e2e %6d small spans/s (no target)          peak RSS %.1f MB vs 64 MB: %s\n",
+                shown, med[c], rss[c], (rss[c] < 64 ? "under" : "OVER")
     }
     # the same body over both paths
     for (i = 1; i <= k; i++) {
@@ -581,25 +731,77 @@ END {
         if (c !~ /^grpc-/) continue
         h = substr(c, 6)
         if (!(h in med) || med[h] == 0) continue
-        printf "gRPC vs HTTP  %-10s e2e %6d vs %6d spans/s (%.2fx)   peak RSS %.1f vs %.1f MB\n",
-            h, med[c], med[h], med[c] / med[h], rss[c], rss[h]
+        shown = h
+        sub(/-nosync$/, " nosync", shown)
+        printf "gRPC vs HTTP  %-17s e2e %6d vs %6d spans/s (%.2fx)   peak RSS %.1f vs %.1f MB\n",
+            shown, med[c], med[h], med[c] / med[h], rss[c], rss[h]
     }
 }' "$results"
-awk '$3 > 0 {
-    printf "note: %s: %d requests refused (%s), not counted as acknowledged\n", $1, $3,
+# The cost of the fsync before the answer: for every case run both ways,
+# the medians with sync on over those with sync off.
+awk '
+function median(key, col,    m, a, b, x, v) {
+    m = n[key]
+    for (a = 1; a <= m; a++) v[a] = val[key, col, a]
+    for (a = 2; a <= m; a++) { x = v[a]; for (b = a - 1; b >= 1 && v[b] > x; b--) v[b + 1] = v[b]; v[b + 1] = x }
+    return (m % 2) ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
+}
+function ratio(a, b) { return b > 0 ? sprintf("%.2fx", a / b) : "n/a" }
+{
+    key = $28 SUBSEP $27
+    i = ++n[key]
+    val[key, "acked", i] = $5
+    val[key, "e2e", i] = $6
+    val[key, "cpu", i] = $22
+    val[key, "p50", i] = $17
+    val[key, "rpc", i] = ($29 >= 0 && $30 > 0) ? $29 / $30 : 0
+    if (!($28 in seen)) { seen[$28] = 1; order[++k] = $28 }
+}
+END {
+    for (i = 1; i <= k; i++) {
+        c = order[i]
+        on = c SUBSEP "on"
+        off = c SUBSEP "off"
+        if (!(on in n) || !(off in n)) continue
+        if (!printed++) {
+            print ""
+            print "spool sync on / off (medians): acked and e2e spans/s, spans per daemon cpu-sec, p50, requests per commit in the load"
+        }
+        printf "sync/nosync %-16s acked %6d / %6d = %s   e2e %6d / %6d = %s   per cpu-sec %s   p50 %.1f / %.1f ms   requests/commit %.2f / %.2f\n",
+            c, median(on, "acked"), median(off, "acked"), ratio(median(on, "acked"), median(off, "acked")),
+            median(on, "e2e"), median(off, "e2e"), ratio(median(on, "e2e"), median(off, "e2e")),
+            ratio(median(on, "cpu"), median(off, "cpu")),
+            median(on, "p50"), median(off, "p50"), median(on, "rpc"), median(off, "rpc")
+    }
+}' "$results"
+awk '{ c = $1; sub(/-nosync$/, " nosync", c) }
+$3 > 0 {
+    printf "note: %s: %d requests refused (%s), not counted as acknowledged\n", c, $3,
         ($25 == "grpc" ? "gRPC status != 0 in a 200" : "HTTP 503")
 }
 $26 > 0 {
-    printf "note: %s: the daemon logged %d UNAVAILABLE or 503 answers at warn level\n", $1, $26
+    printf "note: %s: the daemon logged %d UNAVAILABLE or 503 answers at warn level\n", c, $26
 }
 $9 < $10 {
-    printf "note: %s: the sink received %d events, fewer than the %d expected from the 200s\n", $1, $9, $10
+    printf "note: %s: the sink received %d events, fewer than the %d expected from the 200s\n", c, $9, $10
 }
 $9 > $10 + $24 * $10 / ($2 > 0 ? $2 : 1) {
-    printf "note: %s: the sink received %d events, more than the %d expected from the 200s and the requests in flight at the stop\n", $1, $9, $10
+    printf "note: %s: the sink received %d events, more than the %d expected from the 200s and the requests in flight at the stop\n", c, $9, $10
 }
 $19 != 0 {
-    printf "note: %s: the daemon exited with status %d after SIGTERM\n", $1, $19
+    printf "note: %s: the daemon exited with status %d after SIGTERM\n", c, $19
+}
+$29 < 0 || $31 < 0 {
+    printf "note: %s: the admin /metrics on 127.0.0.1:'"$admin_port"' did not answer; no spool figures\n", c
+}
+$33 > 0 {
+    printf "note: %s: the daemon counted %d refusals (otel2langfuse_requests_refused_total: spool full or stopping)\n", c, $33
+}
+$34 > 0 {
+    printf "note: %s: %d requests were still in the spool at the stop (not yet delivered)\n", c, $34
+}
+$36 > 0 {
+    printf "note: %s: %d spool transactions failed\n", c, $36
 }' "$results"
 echo "(the sink may count up to $connections (HTTP) or $((connections * streams)) (gRPC) requests more than the ok answers:"
 echo " those in flight when the load tool stopped)"
@@ -614,6 +816,7 @@ stage_split() {
             "inflate:gunzip o2l_map_export:map o2l_mapped_free:free-model " \
             "o2l_encode_ingestion:encode o2l_exporter_submit:queue " \
             "o2l_export_free:free-request worker_main:export-thread " \
+            "writer_main:spool-writer o2l_delivery_main:delivery-other " \
             "on_request:receive-other event_base_loop:libevent-io", a, " ")
         for (i = 1; i <= n; i++) { split(a[i], kv, ":"); stage[kv[1]] = kv[2] }
     }

@@ -43,7 +43,6 @@ struct daemon {
     struct o2l_config cfg;
     struct o2l_log log;
     struct event_base *base;
-    struct o2l_exporter *exporter;
     struct o2l_spool *spool;
     struct o2l_deadletter *dead;
     char *dead_path;
@@ -362,13 +361,14 @@ static char *dead_letter_path(const struct o2l_config *cfg)
     return path;
 }
 
-static int start_exporter(struct daemon *d)
+/* Sets up delivery: where events go, and the stages before the exporter. */
+static int configure_delivery(struct daemon *d)
 {
-    struct o2l_exporter_config ec;
     const struct o2l_config *cfg = &d->cfg;
+    struct o2l_pipeline *p = &d->pipeline;
     bool creds = cfg->public_key && *cfg->public_key;
 
-    exporter_config_from(cfg, &ec);
+    exporter_config_from(cfg, &p->export_cfg);
     if (!creds) {
         FILE *f;
 
@@ -386,17 +386,20 @@ static int start_exporter(struct daemon *d)
         }
         fclose(f);
     }
-    /* Queued events are in the spool too: a stop leaves them there. */
-    ec.leave_queued_on_stop = true;
-    ec.on_settle = o2l_pipeline_on_settle;
-    ec.settle_arg = &d->pipeline;
-
-    d->exporter = o2l_exporter_create(&ec, &d->log);
-    if (!d->exporter) {
-        o2l_log_error(&d->log, "main", "cannot create the exporter");
-        return O2L_ENOMEM;
-    }
-    return o2l_exporter_start(d->exporter);
+    p->output = strcmp(cfg->output, "ingestion") == 0 ? O2L_CHOOSE_INGESTION
+                : strcmp(cfg->output, "otlp") == 0    ? O2L_CHOOSE_OTLP
+                                                      : O2L_CHOOSE_AUTO;
+    o2l_assemble_config_defaults(&p->assemble);
+    p->assemble.window_ms = (uint32_t)cfg->assemble_window_ms;
+    p->assemble.root_grace_ms = (uint32_t)cfg->assemble_root_grace_ms;
+    p->assemble.max_traces = (size_t)cfg->assemble_max_traces;
+    p->assemble.max_bytes = (size_t)cfg->assemble_max_bytes;
+    p->otlp.keep_original = cfg->otlp_keep_attributes;
+    p->spool = d->spool;
+    p->dead = d->dead;
+    p->log = &d->log;
+    map_config_from(cfg, &p->map);
+    return O2L_OK;
 }
 
 /* Opens the spool and the dead-letter file; says what an old run left. */
@@ -509,7 +512,7 @@ static int cmd_serve(struct daemon *d)
     }
     rc = open_spool(d);
     if (rc == O2L_OK) {
-        rc = start_exporter(d);
+        rc = configure_delivery(d);
     }
     if (rc == O2L_EINVAL) {
         return EXIT_USAGE;
@@ -517,11 +520,6 @@ static int cmd_serve(struct daemon *d)
     if (rc != O2L_OK) {
         return EXIT_FAILURE_RUN;
     }
-    d->pipeline.exporter = d->exporter;
-    d->pipeline.spool = d->spool;
-    d->pipeline.dead = d->dead;
-    d->pipeline.log = &d->log;
-    map_config_from(&d->cfg, &d->pipeline.map);
     if (o2l_spool_start(d->spool, d->base) != O2L_OK ||
         o2l_pipeline_start(&d->pipeline) != O2L_OK) {
         o2l_log_error(&d->log, "main", "cannot start the delivery threads");
@@ -632,7 +630,6 @@ static void daemon_free(struct daemon *d)
     o2l_tls_free(d->http_tls);
     o2l_tls_free(d->grpc_tls);
     o2l_pipeline_free(&d->pipeline);
-    o2l_exporter_destroy(d->exporter);
     o2l_spool_close(d->spool);
     o2l_deadletter_close(d->dead);
     o2l_free(d->dead_path);

@@ -19,7 +19,7 @@ struct o2l_config {
     char *base_url;
     char *public_key;
     char *secret_key; /* never logged */
-    char *output;     /* "ingestion" */
+    char *output;     /* "auto", "ingestion" or "otlp" */
 
     /* receivers */
     char *http_listen; /* host:port */
@@ -44,6 +44,13 @@ struct o2l_config {
     uint64_t shutdown_timeout_ms;
     char *dead_letter_file; /* "" : dead-letter.jsonl in spool_dir */
     char *file_sink; /* where events go without credentials */
+    bool otlp_keep_attributes;
+
+    /* assemble */
+    uint64_t assemble_window_ms;
+    uint64_t assemble_root_grace_ms;
+    uint64_t assemble_max_traces;
+    uint64_t assemble_max_bytes;
 
     /* spool */
     char *spool_dir;

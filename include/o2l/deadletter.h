@@ -7,7 +7,12 @@
  *    "message":"...","event":{...the ingestion event as sent...}}
  *
  * "message" is null when there was none. An event whose json does not
- * parse as an object is kept as a string under "event_raw" instead.
+ * parse as an object is kept as a string under "event_raw" instead. An
+ * OTLP item (ev->otlp, see encode_otlp.h) is kept as its bytes in standard
+ * base64 with its ids instead of "event":
+ *
+ *   {"time":"...","status":400,"message":"...","id":"<traceId>-<obs id>",
+ *    "span_id":"<16 hex digits or empty>","otlp":"<base64>"}
  *
  * Written by the delivery thread; each write is a single write() of whole
  * lines to a file opened with O_APPEND, so a replay running beside the
@@ -26,7 +31,7 @@
 
 /* One line to write. */
 struct o2l_deadletter_entry {
-    const struct o2l_event *ev; /* its json is embedded as "event" */
+    const struct o2l_event *ev; /* embedded as "event" (or "otlp") */
     int status;                 /* Langfuse's status; 0 when none */
     const char *message;        /* Langfuse's message or our reason */
 };
@@ -62,7 +67,9 @@ void o2l_deadletter_close(struct o2l_deadletter *dl);
 /*
  * Reads one line of a dead-letter file back into an event: json is
  * "event" re-serialized compactly, id its "id"; both are owned by |ev|
- * (o2l_event_free). |status| (may be NULL) gets the recorded status.
+ * (o2l_event_free). An "otlp" line becomes an item again: otlp = true,
+ * json the decoded bytes (len of them, a NUL after), id and span_id the
+ * stored ones. |status| (may be NULL) gets the recorded status.
  * Returns O2L_OK, O2L_ENOMEM, or O2L_EPARSE for a line that is not such
  * an object (an "event_raw" line included); |ev| is then empty.
  */

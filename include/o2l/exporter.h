@@ -1,8 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * exporter.h - the export stage: a bounded queue of ingestion events and
- * one worker thread that sends them in batches to Langfuse's ingestion API
- * (or, without credentials, appends them as JSON lines to a file).
+ * exporter.h - the export stage: a bounded queue of events and one worker
+ * thread that sends them in batches to Langfuse, either to the ingestion
+ * API (JSON ingestion events) or to the OTLP API (items of encode_otlp.h),
+ * or, without credentials, appends them as JSON lines to a file.
+ *
+ * Both APIs share the answers' meaning: 429, 408, 5xx and network errors
+ * are retried after a backoff; 413 splits the batch; 401/403/404/405/3xx
+ * pause delivery (a configuration error); any other 4xx splits the batch
+ * down to the one event at fault, which is dead-lettered. A 2xx from the
+ * OTLP API delivers every item of the request: spans it reports as
+ * rejected (partial success) cannot be told apart and are only logged.
  *
  * The queue is the seam where the durable spool plugs in: submit() is
  * where a request's events become the exporter's responsibility.
@@ -43,14 +51,37 @@ typedef int (*o2l_exporter_settle_fn)(void *arg,
                                       const struct o2l_settled *items,
                                       size_t n);
 
+/* Which Langfuse API the exporter sends to. */
+enum o2l_output {
+    O2L_OUTPUT_INGESTION = 0, /* POST /api/public/ingestion, JSON batches
+                                 of ingestion events (v2, v3) */
+    O2L_OUTPUT_OTLP           /* POST /api/public/otel/v1/traces, OTLP
+                                 protobuf, gzip, items from encode_otlp.h
+                                 (v4, Cloud) */
+};
+
+/*
+ * Called on the worker thread when the ingestion API refuses trace or
+ * observation events as a type it does not accept (Langfuse v4 in its
+ * default mode answers each with a per-event 400 whose message says
+ * "not accepted"). With this callback set, such events are neither
+ * dead-lettered nor re-sent: they stay queued and delivery pauses (as
+ * after a configuration error) until the owner switches to the OTLP
+ * output. NULL: they are dead-lettered like any other 4xx.
+ */
+typedef void (*o2l_exporter_refused_fn)(void *arg);
+
 struct o2l_exporter_config {
+    enum o2l_output output;
     const char *base_url;   /* e.g. http://localhost:3000; NULL: file sink */
     const char *public_key; /* NULL: file sink */
     const char *secret_key; /* never logged */
     const char *file_path;  /* file sink path (JSON lines) */
     uint32_t flush_interval_ms; /* send a partial batch after this long */
     size_t batch_max_events;    /* flush when this many are queued */
-    size_t batch_max_bytes;     /* at most 3.5 MB per request */
+    size_t batch_max_bytes;     /* at most 3.5 MB per request, counted
+                                   before compression (OTLP requests are
+                                   also split to stay under 4 MB gzipped) */
     size_t queue_max_events;    /* submit() answers O2L_EFULL past these */
     size_t queue_max_bytes;
     uint32_t request_timeout_ms; /* whole HTTP request */
@@ -59,18 +90,21 @@ struct o2l_exporter_config {
     double retry_multiplier;     /* growth per failed attempt (>= 1) */
     uint64_t max_age_ms;         /* 0: retry forever; else expire events
                                     whose born_ns is older than this */
-    uint32_t auth_retry_ms;      /* pause after 401/403 */
+    uint32_t auth_retry_ms;      /* pause after a configuration error
+                                    (401/403/404/405/3xx) or a refused
+                                    event type */
     uint32_t shutdown_timeout_ms;
     /*
-     * false: stop() keeps sending until the queue is empty or the
-     * shutdown timeout passes; what is left counts as dropped.
-     * true: stop() only lets the request in flight finish (within the
-     * shutdown timeout); queued events are left, not dropped, because
-     * the owner keeps them elsewhere (the spool).
+     * stop() keeps sending until the queue is empty or the shutdown
+     * timeout passes. false: what is left counts as dropped, and a
+     * backoff in progress is cut short for one last try. true: the
+     * backoff is kept and what is left counts as left, not dropped,
+     * because the owner keeps it elsewhere (the spool).
      */
     bool leave_queued_on_stop;
     o2l_exporter_settle_fn on_settle; /* NULL: log and count only */
     void *settle_arg;
+    o2l_exporter_refused_fn on_type_refused; /* see above; uses settle_arg */
 };
 
 /* Exporter counters, read with o2l_exporter_stats(). */
@@ -79,7 +113,8 @@ struct o2l_exporter_stats {
     uint64_t events_delivered; /* accepted by Langfuse or written */
     uint64_t events_rejected;  /* refused for good (4xx), dead-lettered */
     uint64_t events_expired;   /* older than max_age_ms, dead-lettered */
-    uint64_t events_retried;   /* re-sent after 5xx or request failure */
+    uint64_t events_retried;   /* re-sent after 5xx or request failure
+                                  (not those held for a refused type) */
     uint64_t events_dropped;   /* lost: queued at shutdown with nowhere
                                   else to keep them */
     uint64_t events_left;      /* queued at shutdown, kept by the owner */

@@ -22,14 +22,23 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "o2l/assemble.h"
 #include "o2l/deadletter.h"
 #include "o2l/encode.h"
+#include "o2l/encode_otlp.h"
 #include "o2l/exporter.h"
 #include "o2l/log.h"
 #include "o2l/mapper.h"
 #include "o2l/otlp.h"
 #include "o2l/span.h"
 #include "o2l/spool.h"
+
+/* Which output delivery uses. */
+enum o2l_output_choice {
+    O2L_CHOOSE_AUTO = 0, /* ask the server; v4 and later: OTLP */
+    O2L_CHOOSE_INGESTION,
+    O2L_CHOOSE_OTLP
+};
 
 /*
  * Counters, read with o2l_pipeline_stats (what was accepted is counted by
@@ -39,16 +48,27 @@ struct o2l_pipeline_stats {
     uint64_t requests_refused;  /* spool full, stopping or out of memory */
     uint64_t requests_delivered; /* every event settled; deleted */
     uint64_t requests_unreadable; /* spooled requests that no longer decode */
+    uint64_t output_switches;     /* changes of output after the first */
+    int output;                   /* enum o2l_output in use; -1: undecided */
+    size_t held_traces;           /* in the assemble stage now */
+    size_t held_spans;
+    size_t held_bytes;
+    struct o2l_exporter_stats exporter; /* summed over every exporter */
 };
 
-struct o2l_pipeline_delivery; /* private to pipeline.c */
+struct o2l_pipeline_delivery; /* private to pipeline.c and delivery.c */
 
 struct o2l_pipeline {
     struct o2l_map_config map;
-    struct o2l_exporter *exporter;  /* NULL: encode only */
-    struct o2l_spool *spool;        /* NULL: encode only */
-    struct o2l_deadletter *dead;    /* where refused events go */
+    struct o2l_spool *spool;     /* NULL: encode only */
+    struct o2l_deadletter *dead; /* where refused events go */
     const struct o2l_log *log;
+    /* How delivery makes its exporters (output and callbacks are set by
+     * the pipeline); strings must outlive the pipeline. */
+    struct o2l_exporter_config export_cfg;
+    enum o2l_output_choice output;
+    struct o2l_assemble_config assemble;
+    struct o2l_otlp_out_config otlp;
     struct o2l_pipeline_delivery *delivery;
 };
 
@@ -61,24 +81,17 @@ int o2l_pipeline_encode(const struct o2l_pipeline *p,
                         struct o2l_event_list *out);
 
 /*
- * The exporter's settle callback for a pipeline (pass |p| as its
- * argument): dead-letters refused and expired events and deletes spool
- * requests once all their events are settled.
- */
-int o2l_pipeline_on_settle(void *p, const struct o2l_settled *items,
-                           size_t n);
-
-/*
- * Starts the delivery thread. The exporter must have been created with
- * o2l_pipeline_on_settle and |p| as its settle callback. Returns O2L_OK,
- * O2L_ENOMEM or O2L_EIO.
+ * Starts the delivery thread, which chooses the output (asking the server
+ * for its version with O2L_CHOOSE_AUTO), makes the exporter and delivers.
+ * Returns O2L_OK, O2L_ENOMEM or O2L_EIO.
  */
 int o2l_pipeline_start(struct o2l_pipeline *p);
 
 /*
  * True when a request of |len| bytes would be taken now: there is room,
  * and the spool has not refused a request for want of room since the
- * last one left it.
+ * last one left it. A false answer is counted as a refused request (the
+ * receiver answers 503 without reading further).
  */
 bool o2l_pipeline_accepting(struct o2l_pipeline *p, size_t len);
 
@@ -116,8 +129,8 @@ void o2l_pipeline_stop_intake(struct o2l_pipeline *p);
 
 /*
  * Stops intake if not yet done, stops the delivery thread and lets the
- * exporter finish the request in flight. What was not delivered stays in
- * the spool for the next start.
+ * exporter finish the request in flight. What was not delivered, and what
+ * the assemble stage still held, stays in the spool for the next start.
  */
 void o2l_pipeline_stop(struct o2l_pipeline *p);
 

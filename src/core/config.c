@@ -10,6 +10,7 @@
 #include <yaml.h>
 
 #include "o2l/common.h"
+#include "o2l/assemble.h"
 #include "o2l/exporter.h"
 
 enum setting_kind {
@@ -37,10 +38,11 @@ struct setting {
 
 static const char *check_output(const char *v)
 {
-    if (strcmp(v, "ingestion") == 0) {
+    if (strcmp(v, "auto") == 0 || strcmp(v, "ingestion") == 0 ||
+        strcmp(v, "otlp") == 0) {
         return NULL;
     }
-    return "must be \"ingestion\"";
+    return "must be auto, ingestion or otlp";
 }
 
 static const char *check_level(const char *v)
@@ -109,7 +111,10 @@ static const struct setting settings[] = {
      KIND_STRING, OFF(secret_key), 0, 0, NULL,
      "Langfuse secret key (sk-lf-...); never logged"},
     {"output", "O2L_OUTPUT", "--output", KIND_STRING, OFF(output), 0, 0,
-     check_output, "where events go: ingestion (POST /api/public/ingestion)"},
+     check_output,
+     "where events go: auto (ask Langfuse: v4 and later otlp, else "
+     "ingestion), ingestion (POST /api/public/ingestion, v2/v3) or otlp "
+     "(POST /api/public/otel/v1/traces, v4 and Cloud)"},
     {"receivers.http.listen", "O2L_HTTP_LISTEN", "--http-listen", KIND_STRING,
      OFF(http_listen), 0, 0, check_listen, "OTLP/HTTP address (host:port)"},
     {"receivers.http.max_body_bytes", "O2L_HTTP_MAX_BODY_BYTES",
@@ -166,6 +171,24 @@ static const struct setting settings[] = {
      KIND_STRING, OFF(dead_letter_file), 0, 0, NULL,
      "JSON-lines file for events Langfuse refused for good (default: "
      "dead-letter.jsonl in the spool directory)"},
+    {"export.otlp_keep_attributes", "O2L_OTLP_KEEP_ATTRIBUTES",
+     "--otlp-keep-attributes", KIND_BOOL, OFF(otlp_keep_attributes), 0, 0,
+     NULL,
+     "otlp output: keep the spans' own attributes beside the langfuse.* "
+     "ones the bridge adds"},
+    {"assemble.window_ms", "O2L_ASSEMBLE_WINDOW_MS", "--assemble-window-ms",
+     KIND_UINT, OFF(assemble_window_ms), 0, 600000, NULL,
+     "how long spans of a trace are held for its other spans (0: no "
+     "holding)"},
+    {"assemble.root_grace_ms", "O2L_ASSEMBLE_ROOT_GRACE_MS",
+     "--assemble-root-grace-ms", KIND_UINT, OFF(assemble_root_grace_ms), 0,
+     600000, NULL, "once a trace's root span is in, release it after this"},
+    {"assemble.max_traces", "O2L_ASSEMBLE_MAX_TRACES",
+     "--assemble-max-traces", KIND_UINT, OFF(assemble_max_traces), 1,
+     10000000, NULL, "traces held at most; the oldest go first past it"},
+    {"assemble.max_bytes", "O2L_ASSEMBLE_MAX_BYTES", "--assemble-max-bytes",
+     KIND_UINT, OFF(assemble_max_bytes), 4096, 64 * 1024 * MIB, NULL,
+     "request bytes held at most; the oldest traces go first past it"},
     {"spool.dir", "O2L_SPOOL_DIR", "--spool-dir", KIND_STRING, OFF(spool_dir),
      0, 0, check_not_empty,
      "directory of the durable spool (created if missing)"},
@@ -354,7 +377,7 @@ static int apply(struct o2l_config *cfg, const struct setting *s,
 int o2l_config_defaults(struct o2l_config *cfg)
 {
     static const char *const strings[][2] = {
-        {"output", "ingestion"},
+        {"output", "auto"},
         {"receivers.http.listen", "0.0.0.0:4318"},
         {"receivers.grpc.listen", "0.0.0.0:4317"},
         {"export.file_sink", "otel2langfuse-events.jsonl"},
@@ -386,6 +409,16 @@ int o2l_config_defaults(struct o2l_config *cfg)
     cfg->auth_retry_ms = ec.auth_retry_ms;
     cfg->spool_max_bytes = 1024 * MIB;
     cfg->spool_sync = true;
+    cfg->otlp_keep_attributes = true;
+    {
+        struct o2l_assemble_config ac;
+
+        o2l_assemble_config_defaults(&ac);
+        cfg->assemble_window_ms = ac.window_ms;
+        cfg->assemble_root_grace_ms = ac.root_grace_ms;
+        cfg->assemble_max_traces = ac.max_traces;
+        cfg->assemble_max_bytes = ac.max_bytes;
+    }
     cfg->session_from_thread_id = true;
     cfg->max_flattened_slots = 10000;
     for (size_t i = 0; i < O2L_ARRAY_LEN(strings); i++) {

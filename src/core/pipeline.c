@@ -7,46 +7,12 @@
  */
 #include "o2l/pipeline.h"
 
-#include <stdatomic.h>
 #include <string.h>
-#include <time.h>
 
 #include "o2l/common.h"
+#include "pipeline_internal.h"
 
 #define COMPONENT "pipeline"
-
-/* How long the delivery thread waits in one call before looking at stop. */
-#define WAIT_SLICE_MS 200
-
-/* Pause after a failure that may pass (memory, database). */
-#define TROUBLE_PAUSE_MS 1000
-
-/* A spool request whose events are on the exporter's queue. */
-struct in_flight {
-    uint64_t id;
-    size_t left; /* events not yet settled */
-};
-
-struct o2l_pipeline_delivery {
-    pthread_mutex_t mu;
-    pthread_t thread;
-    bool started;
-    atomic_bool stop;
-    /*
-     * An append was refused for want of room and no request has left the
-     * spool since: receivers refuse before decoding and readiness says
-     * full, until delivery frees some room.
-     */
-    atomic_bool full;
-
-    /* Requests in flight, in increasing id order (a ring). */
-    struct in_flight *ring;
-    size_t cap;
-    size_t head;
-    size_t len;
-
-    struct o2l_pipeline_stats st;
-};
 
 int o2l_pipeline_encode(const struct o2l_pipeline *p,
                         const struct o2l_export *ex, struct o2l_event_list *out)
@@ -82,6 +48,8 @@ static struct o2l_pipeline_delivery *delivery(struct o2l_pipeline *p)
     }
     atomic_init(&d->stop, false);
     atomic_init(&d->full, false);
+    atomic_init(&d->type_refused, false);
+    d->st.output = -1;
     p->delivery = d;
     return d;
 }
@@ -100,9 +68,8 @@ static struct in_flight *flight_at(struct o2l_pipeline_delivery *d, size_t i)
     return &d->ring[(d->head + i) % d->cap];
 }
 
-/* Appends |id| (larger than any held). Lock held. */
-static int flight_push(struct o2l_pipeline_delivery *d, uint64_t id,
-                       size_t left)
+int o2l_flight_push(struct o2l_pipeline_delivery *d, uint64_t id,
+                    int64_t received_ns)
 {
     if (d->len == d->cap) {
         size_t cap = d->cap ? d->cap * 2 : 256;
@@ -119,14 +86,14 @@ static int flight_push(struct o2l_pipeline_delivery *d, uint64_t id,
         d->cap = cap;
         d->head = 0;
     }
-    d->ring[(d->head + d->len) % d->cap] = (struct in_flight){id, left};
+    d->ring[(d->head + d->len) % d->cap] =
+        (struct in_flight){id, received_ns, 0, false, false};
     d->len++;
     return O2L_OK;
 }
 
-/* Finds request |id| by binary search over the increasing ids. */
-static struct in_flight *flight_find(struct o2l_pipeline_delivery *d,
-                                     uint64_t id)
+struct in_flight *o2l_flight_find(struct o2l_pipeline_delivery *d,
+                                  uint64_t id)
 {
     size_t lo = 0;
     size_t hi = d->len;
@@ -147,30 +114,79 @@ static struct in_flight *flight_find(struct o2l_pipeline_delivery *d,
     return NULL;
 }
 
-/*
- * Counts |n| settled events of request |id|. Returns true when that was
- * the last of them. Lock held.
- */
-static bool flight_settle(struct o2l_pipeline_delivery *d, uint64_t id,
-                          size_t n)
+/* Marks |f| done when nothing of it is pending; drops done ones in front. */
+static bool flight_check(struct o2l_pipeline_delivery *d, struct in_flight *f)
 {
-    struct in_flight *f = flight_find(d, id);
-    bool done;
+    bool now_done = false;
 
-    if (!f || f->left == 0) {
-        return false;
+    if (!f->done && f->released && f->left == 0) {
+        f->done = true;
+        now_done = true;
     }
-    f->left = f->left > n ? f->left - n : 0;
-    done = f->left == 0;
-    /* Settled requests at the front make room; others wait their turn. */
-    while (d->len > 0 && flight_at(d, 0)->left == 0) {
+    while (d->len > 0 && flight_at(d, 0)->done) {
         d->head = (d->head + 1) % d->cap;
         d->len--;
     }
-    return done;
+    return now_done;
 }
 
-/* ---- the exporter's settle callback ------------------------------- */
+bool o2l_flight_settle(struct o2l_pipeline_delivery *d, uint64_t id,
+                       size_t n)
+{
+    struct in_flight *f = o2l_flight_find(d, id);
+
+    if (!f || f->done) {
+        return false;
+    }
+    f->left = f->left > n ? f->left - n : 0;
+    return flight_check(d, f);
+}
+
+bool o2l_flight_release(struct o2l_pipeline_delivery *d, uint64_t id)
+{
+    struct in_flight *f = o2l_flight_find(d, id);
+
+    if (!f || f->done) {
+        return false;
+    }
+    f->released = true;
+    return flight_check(d, f);
+}
+
+void o2l_flight_clear(struct o2l_pipeline_delivery *d)
+{
+    d->head = 0;
+    d->len = 0;
+}
+
+void o2l_pipeline_finish(struct o2l_pipeline *p, uint64_t id)
+{
+    /* A failed delete only means it is sent again next start. */
+    o2l_spool_ack(p->spool, id);
+    pthread_mutex_lock(&p->delivery->mu);
+    p->delivery->st.requests_delivered++;
+    pthread_mutex_unlock(&p->delivery->mu);
+    atomic_store(&p->delivery->full, false);
+}
+
+void o2l_exporter_stats_add(struct o2l_exporter_stats *sum,
+                            const struct o2l_exporter_stats *more)
+{
+    sum->events_queued += more->events_queued;
+    sum->events_delivered += more->events_delivered;
+    sum->events_rejected += more->events_rejected;
+    sum->events_expired += more->events_expired;
+    sum->events_retried += more->events_retried;
+    sum->events_dropped += more->events_dropped;
+    sum->events_left += more->events_left;
+    sum->requests_sent += more->requests_sent;
+    sum->requests_failed += more->requests_failed;
+    /* Gauges: the latest exporter's. */
+    sum->queue_events = more->queue_events;
+    sum->queue_bytes = more->queue_bytes;
+}
+
+/* ---- the exporter's callbacks ------------------------------------- */
 
 static int dead_letter(struct o2l_pipeline *p, const struct o2l_settled *items,
                        size_t n)
@@ -195,7 +211,6 @@ int o2l_pipeline_on_settle(void *arg, const struct o2l_settled *items,
 {
     struct o2l_pipeline *p = arg;
     struct o2l_pipeline_delivery *d = p->delivery;
-    uint64_t finished = 0;
 
     if (n > 0 && items[0].kind != O2L_SETTLED_DELIVERED) {
         int rc = dead_letter(p, items, n);
@@ -208,165 +223,32 @@ int o2l_pipeline_on_settle(void *arg, const struct o2l_settled *items,
         return O2L_OK;
     }
     /* Runs of one request are common: settle them in one step. */
-    pthread_mutex_lock(&d->mu);
     for (size_t i = 0; i < n;) {
         uint64_t id = items[i].ev->tag;
         size_t run = 1;
+        bool finished;
 
         while (i + run < n && items[i + run].ev->tag == id) {
             run++;
         }
-        if (id != 0 && flight_settle(d, id, run)) {
-            pthread_mutex_unlock(&d->mu);
-            /* A failed delete only means it is sent again next start. */
-            o2l_spool_ack(p->spool, id);
-            pthread_mutex_lock(&d->mu);
-            finished++;
+        pthread_mutex_lock(&d->mu);
+        finished = id != 0 && o2l_flight_settle(d, id, run);
+        pthread_mutex_unlock(&d->mu);
+        if (finished) {
+            o2l_pipeline_finish(p, id);
         }
         i += run;
-    }
-    d->st.requests_delivered += finished;
-    pthread_mutex_unlock(&d->mu);
-    if (finished > 0) {
-        atomic_store(&d->full, false);
     }
     return O2L_OK;
 }
 
-/* ---- the delivery thread ------------------------------------------ */
-
-static void pause_ms(uint32_t ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000u), (long)(ms % 1000u) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
-/*
- * Decodes, maps and encodes one spooled request into |out|. Returns
- * O2L_OK, O2L_EPARSE when it no longer decodes, or O2L_ENOMEM.
- */
-static int rebuild(struct o2l_pipeline *p, const struct o2l_spool_record *rec,
-                   struct o2l_event_list *out)
-{
-    struct o2l_export *ex = NULL;
-    char err[256] = "";
-    int rc;
-
-    rc = o2l_otlp_decode(rec->body, rec->len, (enum o2l_otlp_format)rec->format,
-                         (uint64_t)rec->received_ns, &ex, err, sizeof(err));
-    if (rc == O2L_EPARSE) {
-        o2l_log_error(p->log, COMPONENT,
-                      "spooled request=%llu bytes=%zu no longer decodes (%s); "
-                      "it stays in the spool",
-                      (unsigned long long)rec->id, rec->len, err);
-    }
-    if (rc == O2L_OK) {
-        rc = o2l_pipeline_encode(p, ex, out);
-    }
-    o2l_export_free(ex);
-    for (size_t i = 0; rc == O2L_OK && i < out->len; i++) {
-        out->items[i].tag = rec->id;
-        out->items[i].born_ns = rec->received_ns;
-    }
-    return rc;
-}
-
-/*
- * Queues the events of one request on the exporter, waiting for room.
- * Returns O2L_OK, O2L_ESTOPPED or O2L_ENOMEM.
- */
-static int hand_over(struct o2l_pipeline *p, uint64_t id,
-                     struct o2l_event_list *events)
-{
-    struct o2l_pipeline_delivery *d = p->delivery;
-    int rc;
-
-    pthread_mutex_lock(&d->mu);
-    rc = flight_push(d, id, events->len);
-    pthread_mutex_unlock(&d->mu);
-    if (rc != O2L_OK) {
-        return rc;
-    }
-    for (;;) {
-        rc = o2l_exporter_submit_wait(p->exporter, events, WAIT_SLICE_MS);
-        if (rc != O2L_ETIMEDOUT) {
-            break;
-        }
-        if (atomic_load(&d->stop)) {
-            rc = O2L_ESTOPPED;
-            break;
-        }
-    }
-    if (rc != O2L_OK) {
-        /* Not queued: it must not wait for settles that never come. */
-        pthread_mutex_lock(&d->mu);
-        flight_settle(d, id, events->len);
-        pthread_mutex_unlock(&d->mu);
-    }
-    return rc;
-}
-
-static void *delivery_main(void *arg)
+void o2l_pipeline_on_type_refused(void *arg)
 {
     struct o2l_pipeline *p = arg;
-    struct o2l_pipeline_delivery *d = p->delivery;
-    struct o2l_spool_record rec;
-    bool have = false; /* |rec| holds a request not yet handed over */
-    uint64_t last = 0;
 
-    memset(&rec, 0, sizeof(rec));
-    while (!atomic_load(&d->stop)) {
-        struct o2l_event_list events = {0};
-        int rc;
-
-        if (!have) {
-            rc = o2l_spool_next(p->spool, last, &rec, WAIT_SLICE_MS);
-            if (rc == O2L_ETIMEDOUT) {
-                continue;
-            }
-            if (rc == O2L_ESTOPPED) {
-                break;
-            }
-            if (rc != O2L_OK) {
-                o2l_log_error(p->log, COMPONENT,
-                              "cannot read the spool: %s; retrying",
-                              o2l_strerror(rc));
-                pause_ms(TROUBLE_PAUSE_MS);
-                continue;
-            }
-            have = true;
-        }
-        rc = rebuild(p, &rec, &events);
-        if (rc == O2L_ENOMEM) {
-            /* Keep the record and try it again. */
-            o2l_event_list_clear(&events);
-            pause_ms(TROUBLE_PAUSE_MS);
-            continue;
-        }
-        last = rec.id;
-        if (rc == O2L_EPARSE) {
-            count(p, &d->st.requests_unreadable, 1);
-        } else if (events.len == 0) {
-            /* Nothing to send (e.g. every span was filtered out). */
-            o2l_spool_ack(p->spool, rec.id);
-            count(p, &d->st.requests_delivered, 1);
-            atomic_store(&d->full, false);
-        } else {
-            rc = hand_over(p, rec.id, &events);
-            if (rc == O2L_ENOMEM) {
-                /* Keep the record and try it again. */
-                o2l_event_list_clear(&events);
-                pause_ms(TROUBLE_PAUSE_MS);
-                continue;
-            }
-        }
-        o2l_event_list_clear(&events);
-        o2l_spool_record_clear(&rec);
-        have = false;
+    if (p->delivery) {
+        atomic_store(&p->delivery->type_refused, true);
     }
-    o2l_spool_record_clear(&rec);
-    return NULL;
 }
 
 int o2l_pipeline_start(struct o2l_pipeline *p)
@@ -379,7 +261,7 @@ int o2l_pipeline_start(struct o2l_pipeline *p)
     if (d->started) {
         return O2L_OK;
     }
-    if (pthread_create(&d->thread, NULL, delivery_main, p) != 0) {
+    if (pthread_create(&d->thread, NULL, o2l_delivery_main, p) != 0) {
         return O2L_EIO;
     }
     d->started = true;
@@ -395,7 +277,12 @@ bool o2l_pipeline_full(struct o2l_pipeline *p)
 
 bool o2l_pipeline_accepting(struct o2l_pipeline *p, size_t len)
 {
-    return !o2l_pipeline_full(p) && o2l_spool_has_room(p->spool, len);
+    bool ok = !o2l_pipeline_full(p) && o2l_spool_has_room(p->spool, len);
+
+    if (!ok && p->delivery) {
+        count(p, &p->delivery->st.requests_refused, 1);
+    }
+    return ok;
 }
 
 int o2l_pipeline_submit(struct o2l_pipeline *p,
@@ -437,13 +324,11 @@ void o2l_pipeline_stop(struct o2l_pipeline *p)
     struct o2l_pipeline_delivery *d = p->delivery;
 
     o2l_pipeline_stop_intake(p);
+    /* The delivery thread stops its exporter on its way out. */
     if (d && d->started) {
         atomic_store(&d->stop, true);
         pthread_join(d->thread, NULL);
         d->started = false;
-    }
-    if (p->exporter) {
-        o2l_exporter_stop(p->exporter);
     }
 }
 
@@ -455,6 +340,13 @@ void o2l_pipeline_stats(struct o2l_pipeline *p, struct o2l_pipeline_stats *out)
     }
     pthread_mutex_lock(&p->delivery->mu);
     *out = p->delivery->st;
+    out->exporter = p->delivery->retired;
+    if (p->delivery->exporter) {
+        struct o2l_exporter_stats now;
+
+        o2l_exporter_stats(p->delivery->exporter, &now);
+        o2l_exporter_stats_add(&out->exporter, &now);
+    }
     pthread_mutex_unlock(&p->delivery->mu);
 }
 

@@ -27,14 +27,11 @@ bool o2l_pipeline_ready(struct o2l_pipeline *p, char *reason, size_t len)
 void o2l_pipeline_write_metrics(struct o2l_pipeline *p, struct evbuffer *out)
 {
     struct o2l_spool_stats sp = {0};
-    struct o2l_exporter_stats ex = {0};
     struct o2l_pipeline_stats pl;
+    const struct o2l_exporter_stats *ex = &pl.exporter;
 
     if (p->spool) {
         o2l_spool_stats(p->spool, &sp);
-    }
-    if (p->exporter) {
-        o2l_exporter_stats(p->exporter, &ex);
     }
     o2l_pipeline_stats(p, &pl);
 
@@ -70,31 +67,42 @@ void o2l_pipeline_write_metrics(struct o2l_pipeline *p, struct evbuffer *out)
                      pl.requests_unreadable);
     o2l_admin_metric(out, "events_queued_total", "counter",
                      "Ingestion events handed to the exporter.",
-                     ex.events_queued);
+                     ex->events_queued);
     o2l_admin_metric(out, "events_delivered_total", "counter",
                      "Ingestion events accepted by Langfuse (or written to "
                      "the file sink).",
-                     ex.events_delivered);
+                     ex->events_delivered);
     o2l_admin_metric(out, "events_retried_total", "counter",
                      "Ingestion events sent again after a failure.",
-                     ex.events_retried);
+                     ex->events_retried);
     o2l_admin_metric(out, "events_dead_lettered_total", "counter",
                      "Ingestion events written to the dead-letter file "
                      "(refused for good or expired).",
-                     ex.events_rejected + ex.events_expired);
+                     ex->events_rejected + ex->events_expired);
     o2l_admin_metric(out, "events_expired_total", "counter",
                      "Ingestion events dead-lettered after export.max_age_s.",
-                     ex.events_expired);
+                     ex->events_expired);
     o2l_admin_metric(out, "events_dropped_total", "counter",
                      "Ingestion events lost (never expected to move).",
-                     ex.events_dropped);
+                     ex->events_dropped);
     o2l_admin_metric(out, "export_queue_events", "gauge",
                      "Ingestion events waiting in memory for a request.",
-                     ex.queue_events);
+                     ex->queue_events);
     o2l_admin_metric(out, "export_requests_total", "counter",
-                     "HTTP requests sent to Langfuse.", ex.requests_sent);
+                     "HTTP requests sent to Langfuse.", ex->requests_sent);
+    o2l_admin_metric(out, "assemble_traces", "gauge",
+                     "Traces held in the assemble stage.", pl.held_traces);
+    o2l_admin_metric(out, "assemble_spans", "gauge",
+                     "Spans held in the assemble stage.", pl.held_spans);
+    o2l_admin_metric(out, "output_otlp", "gauge",
+                     "1 while delivering to Langfuse's OTLP endpoint, 0 "
+                     "for the ingestion API (or not decided yet).",
+                     pl.output == O2L_OUTPUT_OTLP);
+    o2l_admin_metric(out, "output_switches_total", "counter",
+                     "Changes of output after the first choice.",
+                     pl.output_switches);
     o2l_admin_metric(out, "export_requests_failed_total", "counter",
                      "HTTP requests to Langfuse that failed or were not "
                      "answered 2xx.",
-                     ex.requests_failed);
+                     ex->requests_failed);
 }

@@ -549,7 +549,7 @@ static int list_reserve(struct o2l_event_list *l, size_t more)
  * copy of its envelope id. Leaves |b| empty for the next event.
  */
 static int list_take(struct o2l_event_list *out, struct jbuf *b,
-                     const char *env_id)
+                     const char *env_id, const char *span_id)
 {
     struct o2l_event *ev;
     char *json;
@@ -568,6 +568,7 @@ static int list_take(struct o2l_event_list *out, struct jbuf *b,
     }
     ev = &out->items[out->len];
     memset(ev, 0, sizeof(*ev));
+    snprintf(ev->span_id, sizeof(ev->span_id), "%.16s", span_id);
     ev->id = o2l_strdup(env_id);
     if (!ev->id) {
         b->p = json;
@@ -593,12 +594,15 @@ static int encode_trace(const struct o2l_trace *t, size_t max,
 {
     struct span_ref refs[REF_COUNT];
     struct jbuf b = {0};
+    const char *span;
     int rc;
 
     refs_init(refs);
     write_trace(&b, t, refs);
     trim_event(&b, refs, max);
-    rc = list_take(out, &b, t->envelope_id);
+    /* The envelope id ends with the span whose values the trace takes. */
+    span = strstr(t->envelope_id, "-trace-");
+    rc = list_take(out, &b, t->envelope_id, span ? span + 7 : "");
     o2l_free(b.p);
     return rc;
 }
@@ -615,7 +619,7 @@ static int encode_observation(const struct o2l_observation *o, size_t max,
     write_observation(&b, o, refs);
     trim_event(&b, refs, max);
     snprintf(env_id, sizeof(env_id), "%s-%s", o->trace_id, o->id);
-    rc = list_take(out, &b, env_id);
+    rc = list_take(out, &b, env_id, o->id);
     o2l_free(b.p);
     return rc;
 }

@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* deadletter.c - the append-only JSON-lines file of undeliverable events. */
+/*
+ * deadletter.c - the append-only JSON-lines file of undeliverable events
+ * (ingestion events as JSON, OTLP items as base64).
+ */
 #include "o2l/deadletter.h"
 
 #include <errno.h>
@@ -83,6 +86,116 @@ struct o2l_deadletter *o2l_deadletter_open(const char *path, char *err,
     return dl;
 }
 
+static const char b64_digits[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Standard padded base64 of |len| bytes (RFC 4648), o2l_malloc'd. */
+static char *b64_encode(const unsigned char *in, size_t len)
+{
+    char *out = o2l_malloc((len + 2) / 3 * 4 + 1);
+    char *o = out;
+    size_t i;
+
+    if (!out) {
+        return NULL;
+    }
+    for (i = 0; i + 3 <= len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 |
+                     (uint32_t)in[i + 2];
+
+        *o++ = b64_digits[v >> 18];
+        *o++ = b64_digits[(v >> 12) & 0x3f];
+        *o++ = b64_digits[(v >> 6) & 0x3f];
+        *o++ = b64_digits[v & 0x3f];
+    }
+    if (i < len) {
+        uint32_t v = (uint32_t)in[i] << 16;
+
+        if (i + 1 < len) {
+            v |= (uint32_t)in[i + 1] << 8;
+        }
+        *o++ = b64_digits[v >> 18];
+        *o++ = b64_digits[(v >> 12) & 0x3f];
+        *o++ = i + 1 < len ? b64_digits[(v >> 6) & 0x3f] : '=';
+        *o++ = '=';
+    }
+    *o = '\0';
+    return out;
+}
+
+static int b64_value(char c)
+{
+    const char *p = c ? strchr(b64_digits, c) : NULL;
+
+    return p ? (int)(p - b64_digits) : -1;
+}
+
+/*
+ * Decodes standard padded base64 into *out (o2l_malloc'd, one NUL after
+ * the bytes). Returns O2L_OK, O2L_ENOMEM or O2L_EPARSE.
+ */
+static int b64_decode(const char *in, unsigned char **out, size_t *out_len)
+{
+    size_t len = strlen(in);
+    size_t pad = 0;
+    unsigned char *buf;
+    size_t n = 0;
+    uint32_t acc = 0;
+
+    if (len % 4 != 0) {
+        return O2L_EPARSE;
+    }
+    while (pad < 2 && pad < len && in[len - 1 - pad] == '=') {
+        pad++;
+    }
+    buf = o2l_malloc(len / 4 * 3 + 1);
+    if (!buf) {
+        return O2L_ENOMEM;
+    }
+    for (size_t i = 0; i < len - pad; i++) {
+        int v = b64_value(in[i]);
+
+        if (v < 0) {
+            o2l_free(buf);
+            return O2L_EPARSE;
+        }
+        acc = acc << 6 | (uint32_t)v;
+        if (i % 4 == 3) {
+            buf[n++] = (unsigned char)(acc >> 16);
+            buf[n++] = (unsigned char)(acc >> 8);
+            buf[n++] = (unsigned char)acc;
+            acc = 0;
+        }
+    }
+    /* A last group of 2 or 3 digits carries 1 or 2 bytes. */
+    if (pad == 2) {
+        buf[n++] = (unsigned char)(acc >> 4);
+    } else if (pad == 1) {
+        buf[n++] = (unsigned char)(acc >> 10);
+        buf[n++] = (unsigned char)(acc >> 2);
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *out_len = n;
+    return O2L_OK;
+}
+
+/* An OTLP item: its bytes as base64 under "otlp", with its ids. */
+static bool add_otlp_item(cJSON *obj, const struct o2l_event *ev)
+{
+    char *b64 = b64_encode((const unsigned char *)ev->json, ev->len);
+    char span_id[sizeof(ev->span_id)];
+    bool ok;
+
+    snprintf(span_id, sizeof(span_id), "%.16s", ev->span_id);
+    ok = b64 && cJSON_AddStringToObject(obj, "id", ev->id ? ev->id : "") &&
+         cJSON_AddStringToObject(obj, "span_id", span_id) &&
+         cJSON_AddStringToObject(obj, "otlp", b64);
+
+    o2l_free(b64);
+    return ok;
+}
+
 static cJSON *entry_to_json(const struct o2l_deadletter_entry *e,
                             const char *iso)
 {
@@ -102,6 +215,12 @@ static cJSON *entry_to_json(const struct o2l_deadletter_entry *e,
         goto fail;
     }
 
+    if (ev && ev->otlp) {
+        if (!add_otlp_item(obj, ev)) {
+            goto fail;
+        }
+        return obj;
+    }
     if (ev && ev->json) {
         event = cJSON_ParseWithLength(ev->json, ev->len);
     }
@@ -306,41 +425,82 @@ static cJSON *parse_whole(const char *text, size_t len)
     return root;
 }
 
-int o2l_deadletter_parse_line(const char *line, size_t len,
-                              struct o2l_event *ev, int *status)
+/* Restores an OTLP item line ("otlp", "id", "span_id") into |ev|. */
+static int parse_otlp_item(const cJSON *root, struct o2l_event *ev)
 {
-    cJSON *root;
-    const cJSON *event;
-    const cJSON *id;
-    const cJSON *st;
-    char *json = NULL;
-    int rc = O2L_EPARSE;
+    const cJSON *b64 = cJSON_GetObjectItemCaseSensitive(root, "otlp");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "id");
+    const cJSON *span = cJSON_GetObjectItemCaseSensitive(root, "span_id");
+    unsigned char *bytes = NULL;
+    size_t len = 0;
+    int rc;
 
-    memset(ev, 0, sizeof(*ev));
-    root = parse_whole(line, len);
-    event = cJSON_GetObjectItemCaseSensitive(root, "event");
-    id = cJSON_GetObjectItemCaseSensitive(event, "id");
-    st = cJSON_GetObjectItemCaseSensitive(root, "status");
-    if (!cJSON_IsObject(root) || !cJSON_IsObject(event) ||
-        !cJSON_IsString(id) || !cJSON_IsNumber(st)) {
-        goto out;
+    if (!cJSON_IsString(b64) || !cJSON_IsString(id) || !id->valuestring[0] ||
+        (span && !cJSON_IsString(span))) {
+        return O2L_EPARSE;
     }
+    rc = b64_decode(b64->valuestring, &bytes, &len);
+    if (rc != O2L_OK) {
+        return rc;
+    }
+    ev->id = o2l_strdup(id->valuestring);
+    if (!ev->id) {
+        o2l_free(bytes);
+        return O2L_ENOMEM;
+    }
+    ev->json = (char *)bytes;
+    ev->len = len;
+    ev->otlp = true;
+    if (span) {
+        snprintf(ev->span_id, sizeof(ev->span_id), "%.16s", span->valuestring);
+    }
+    return O2L_OK;
+}
 
+/* Restores an ingestion event line ("event") into |ev|. */
+static int parse_event(const cJSON *root, struct o2l_event *ev)
+{
+    const cJSON *event = cJSON_GetObjectItemCaseSensitive(root, "event");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(event, "id");
+    char *json;
+
+    if (!cJSON_IsObject(event) || !cJSON_IsString(id)) {
+        return O2L_EPARSE;
+    }
     /* cJSON allocates through o2l_malloc (o2l_mem_init), so |json| is ours. */
     json = cJSON_PrintUnformatted(event);
     ev->id = o2l_strdup(id->valuestring);
     if (!json || !ev->id) {
-        rc = O2L_ENOMEM;
         o2l_free(json);
         o2l_event_free(ev);
-        goto out;
+        return O2L_ENOMEM;
     }
     ev->json = json;
     ev->len = strlen(json);
-    if (status) {
+    return O2L_OK;
+}
+
+int o2l_deadletter_parse_line(const char *line, size_t len,
+                              struct o2l_event *ev, int *status)
+{
+    cJSON *root;
+    const cJSON *st;
+    int rc = O2L_EPARSE;
+
+    memset(ev, 0, sizeof(*ev));
+    root = parse_whole(line, len);
+    st = cJSON_GetObjectItemCaseSensitive(root, "status");
+    if (!cJSON_IsObject(root) || !cJSON_IsNumber(st)) {
+        goto out;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(root, "otlp")) {
+        rc = parse_otlp_item(root, ev);
+    } else {
+        rc = parse_event(root, ev);
+    }
+    if (rc == O2L_OK && status) {
         *status = st->valueint;
     }
-    rc = O2L_OK;
 
 out:
     cJSON_Delete(root);

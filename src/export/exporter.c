@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * exporter.c - the export stage: a bounded queue of ingestion events and a
- * worker thread that ships them to POST /api/public/ingestion in batches
- * (or appends them to a JSON-lines file when no Langfuse is configured).
+ * exporter.c - the export stage: a bounded queue of events and a worker
+ * thread that ships them in batches to one of Langfuse's two APIs, POST
+ * /api/public/ingestion (JSON) or POST /api/public/otel/v1/traces (gzipped
+ * OTLP protobuf), or appends them to a JSON-lines file when no Langfuse is
+ * configured. Queueing, retries, splitting and dead-lettering are shared;
+ * what differs per API is described by a struct output_ops.
  */
 #include "o2l/exporter.h"
 
@@ -16,9 +19,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <curl/curl.h>
+#include <zlib.h>
 
 #include "o2l/common.h"
+#include "o2l/encode_otlp.h"
+#include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
 
 #define COMPONENT "exporter"
 
@@ -34,11 +41,18 @@
 /* Sanity cap on a server's Retry-After hint. */
 #define RETRY_AFTER_CAP_MS (10u * 60u * 1000u)
 
+/*
+ * OTLP requests stay under this many bytes as sent (gzipped): a batch
+ * whose body comes out larger is split before it goes.
+ */
+#define OTLP_BODY_MAX_BYTES (4u * 1000u * 1000u)
+
 /* Whole-request HTTP answers the worker tells apart. */
 enum http_status {
     HTTP_OK = 200,
     HTTP_CREATED = 201,
     HTTP_MULTI_STATUS = 207,
+    HTTP_BAD_REQUEST = 400,
     HTTP_UNAUTHORIZED = 401,
     HTTP_FORBIDDEN = 403,
     HTTP_NOT_FOUND = 404,
@@ -70,8 +84,31 @@ struct response {
     char retry_after[64];
 };
 
+/*
+ * What one Langfuse API needs from the shared delivery code: where to
+ * post, the fixed headers, how big a batch is, how to build its body and
+ * how to read a 2xx answer.
+ */
+struct output_ops {
+    const char *name; /* in logs and configuration errors */
+    const char *path; /* appended to the base URL */
+    const char *const *headers;
+    size_t n_headers;
+    size_t empty_bytes;    /* a request without events */
+    size_t body_max_bytes; /* built bodies over this are split; 0: none */
+    /* Bytes event |ev| adds as the |index|-th of a request. */
+    size_t (*event_bytes)(const struct o2l_event *ev, size_t index);
+    /* Builds the request body for |n| events (o2l_malloc'd). */
+    int (*build_body)(const struct slot *slots, size_t n, char **body,
+                      size_t *body_len);
+    /* Settles the events of a request Langfuse answered with 2xx. */
+    void (*answered)(struct o2l_exporter *ex, uint64_t seq, struct slot *slots,
+                     size_t n, long status, const struct response *r);
+};
+
 struct o2l_exporter {
     struct o2l_exporter_config cfg; /* strings below are our copies */
+    const struct output_ops *ops;   /* the API (also sizes file batches) */
     char *base_url;
     char *public_key;
     char *secret_key;
@@ -194,18 +231,19 @@ static int use_http(const struct o2l_exporter *ex)
 
 static int build_url(struct o2l_exporter *ex)
 {
-    static const char path[] = "/api/public/ingestion";
+    const char *path = ex->ops->path;
     size_t n = strlen(ex->base_url);
+    size_t path_len = strlen(path);
 
     while (n > 0 && ex->base_url[n - 1] == '/') {
         n--;
     }
-    ex->url = o2l_malloc(n + sizeof(path));
+    ex->url = o2l_malloc(n + path_len + 1);
     if (!ex->url) {
         return O2L_ENOMEM;
     }
     memcpy(ex->url, ex->base_url, n);
-    memcpy(ex->url + n, path, sizeof(path));
+    memcpy(ex->url + n, path, path_len + 1);
     return O2L_OK;
 }
 
@@ -286,16 +324,11 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud);
 static size_t on_header(char *data, size_t size, size_t nmemb, void *ud);
 static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow,
                        curl_off_t ultotal, curl_off_t ulnow);
+static const struct output_ops *ops_for(enum o2l_output output);
 
 static int setup_curl(struct o2l_exporter *ex)
 {
-    static const char *const fixed[] = {
-        "Content-Type: application/json",
-        "x-langfuse-sdk-name: otel2langfuse",
-        "x-langfuse-sdk-version: " O2L_VERSION,
-        /* Large bodies would otherwise wait for a 100-continue. */
-        "Expect:",
-    };
+    const char *const *fixed = ex->ops->headers;
     CURLcode cc = CURLE_OK;
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -306,7 +339,7 @@ static int setup_curl(struct o2l_exporter *ex)
     if (!ex->curl) {
         return O2L_EIO;
     }
-    for (size_t i = 0; i < O2L_ARRAY_LEN(fixed); i++) {
+    for (size_t i = 0; i < ex->ops->n_headers; i++) {
         struct curl_slist *l = curl_slist_append(ex->headers, fixed[i]);
 
         if (!l) {
@@ -359,6 +392,10 @@ struct o2l_exporter *o2l_exporter_create(const struct o2l_exporter_config *cfg,
     atomic_init(&ex->abort_at_ms, 0);
 
     if (copy_config(ex, cfg) != O2L_OK) {
+        goto fail;
+    }
+    ex->ops = ops_for(ex->cfg.output);
+    if (!ex->ops) {
         goto fail;
     }
     if (use_http(ex)) {
@@ -428,9 +465,11 @@ static uint64_t backoff(struct o2l_exporter *ex, long long retry_after_ms)
 
 /*
  * Puts |n| events back at the front of the queue, in their order, so they
- * go out first once the backoff ends. Takes ownership of the events.
+ * go out first once the backoff ends; |retried| of them count as retried.
+ * Takes ownership of the events.
  */
-static void requeue_front(struct o2l_exporter *ex, struct slot *slots, size_t n)
+static void put_back(struct o2l_exporter *ex, struct slot *slots, size_t n,
+                     size_t retried)
 {
     pthread_mutex_lock(&ex->mu);
     if (ring_reserve(&ex->q, n) != O2L_OK) {
@@ -447,8 +486,13 @@ static void requeue_front(struct o2l_exporter *ex, struct slot *slots, size_t n)
         ring_push_front(&ex->q, &slots[i - 1]);
         ex->q_bytes += slots[i - 1].ev.len;
     }
-    ex->st.events_retried += n;
+    ex->st.events_retried += retried;
     pthread_mutex_unlock(&ex->mu);
+}
+
+static void requeue_front(struct o2l_exporter *ex, struct slot *slots, size_t n)
+{
+    put_back(ex, slots, n, n);
 }
 
 static void count(struct o2l_exporter *ex, uint64_t *counter, uint64_t n)
@@ -548,8 +592,13 @@ static int write_file(struct o2l_exporter *ex, struct slot *slots, size_t n)
             return O2L_EIO;
         }
     }
-    /* On disk before the spool forgets the request these came from. */
-    if (fflush(ex->file) != 0 || fsync(fileno(ex->file)) != 0) {
+    /*
+     * On disk before the spool forgets the request these came from. A
+     * sink that cannot be synced (EINVAL: /dev/null, a pipe) has nothing
+     * to make durable.
+     */
+    if (fflush(ex->file) != 0 ||
+        (fsync(fileno(ex->file)) != 0 && errno != EINVAL)) {
         return O2L_EIO;
     }
     return O2L_OK;
@@ -675,6 +724,100 @@ static const char *log_safe(const char *s, char *out, size_t cap)
     return out;
 }
 
+/* True for the event types Langfuse v4 still ingests: scores, SDK logs. */
+static bool still_ingested(const struct o2l_event *ev)
+{
+    cJSON *doc = cJSON_ParseWithLength(ev->json, ev->len);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(doc, "type");
+    bool yes = false;
+
+    if (cJSON_IsString(type)) {
+        yes = strncmp(type->valuestring, "score", 5) == 0 ||
+              strcmp(type->valuestring, "sdk-log") == 0;
+    }
+    cJSON_Delete(doc);
+    return yes;
+}
+
+/*
+ * Langfuse v4 keeps the ingestion API for scores and SDK logs; trace and
+ * observation events get a per-event 400 saying their type is "not
+ * accepted". True for such a refusal when the owner asked to hear of it.
+ */
+static bool type_refused(const struct o2l_exporter *ex,
+                         const struct o2l_event *ev,
+                         const struct o2l_event_result *res)
+{
+    if (!ex->cfg.on_type_refused || res->outcome != O2L_OUTCOME_REJECTED ||
+        res->status != HTTP_BAD_REQUEST || !res->message ||
+        !strcasestr(res->message, "not accepted")) {
+        return false;
+    }
+    return !still_ingested(ev);
+}
+
+/*
+ * Events refused for their type: sending them again cannot help and
+ * dead-lettering would bury them, so they stay queued and delivery pauses
+ * as after a configuration error while the owner moves to the OTLP
+ * output. Called once per pause.
+ */
+static void pause_for_type(struct o2l_exporter *ex, uint64_t seq, size_t n)
+{
+    uint64_t until = o2l_mono_ms() + ex->cfg.auth_retry_ms;
+
+    if (ex->retry_at_ms < until) {
+        ex->retry_at_ms = until;
+    }
+    o2l_log_error(ex->log, COMPONENT,
+                  "batch=%llu Langfuse refuses this event type on the "
+                  "ingestion API (v4 or later) events=%zu; kept, retry in "
+                  "%ums",
+                  (unsigned long long)seq, n, ex->cfg.auth_retry_ms);
+    ex->cfg.on_type_refused(ex->cfg.settle_arg);
+}
+
+/* How the events of one answered request were sorted. */
+struct tally {
+    size_t delivered;
+    size_t rejected;
+    size_t retry; /* per-event 5xx or 429: sent again after a backoff */
+    size_t back;  /* the retried ones plus those refused for their type */
+};
+
+/*
+ * The tail of handle_results(): the first t->back events of |back| go to
+ * the front of the queue. |kept| says the dead-letter hand-over failed.
+ */
+static void finish_results(struct o2l_exporter *ex, uint64_t seq,
+                           struct slot *back, const struct tally *t, bool kept)
+{
+    uint64_t delay;
+
+    if (t->retry == 0) {
+        if (!kept) {
+            ex->attempt = 0; /* a failing dead-letter file backs off */
+        }
+        o2l_log_debug(ex->log, COMPONENT,
+                      "batch=%llu sent delivered=%zu rejected=%zu kept=%zu",
+                      (unsigned long long)seq, t->delivered, t->rejected,
+                      t->back);
+    } else {
+        delay = backoff(ex, -1);
+        o2l_log_warn(ex->log, COMPONENT,
+                     "batch=%llu retry in %llums events=%zu delivered=%zu "
+                     "rejected=%zu",
+                     (unsigned long long)seq, (unsigned long long)delay,
+                     t->retry, t->delivered, t->rejected);
+    }
+    if (t->back > 0) {
+        put_back(ex, back, t->back, t->retry);
+    }
+    if (t->back > t->retry) {
+        pause_for_type(ex, seq, t->back - t->retry);
+    }
+}
+
 static void handle_results(struct o2l_exporter *ex, uint64_t seq,
                            struct slot *slots, size_t n,
                            struct o2l_event_result *res)
@@ -682,9 +825,7 @@ static void handle_results(struct o2l_exporter *ex, uint64_t seq,
     struct slot *done = NULL;
     struct slot *dead = NULL;
     struct o2l_settled *why = NULL;
-    size_t delivered = 0;
-    size_t rejected = 0;
-    size_t retry = 0;
+    struct tally t = {0};
     bool kept;
     uint64_t delay;
     char msg[LOG_MESSAGE_MAX];
@@ -703,11 +844,19 @@ static void handle_results(struct o2l_exporter *ex, uint64_t seq,
         goto out;
     }
 
-    /* Sort the events by outcome, keeping their order within each. */
+    /*
+     * Sort the events by outcome, keeping their order within each. Those
+     * to send again and those refused for their type both go back, in
+     * their order, to the front of |slots|.
+     */
     for (size_t i = 0; i < n; i++) {
+        if (type_refused(ex, &slots[i].ev, &res[i])) {
+            slots[t.back++] = slots[i];
+            continue;
+        }
         switch (res[i].outcome) {
         case O2L_OUTCOME_OK:
-            done[delivered++] = slots[i];
+            done[t.delivered++] = slots[i];
             break;
         case O2L_OUTCOME_REJECTED:
             o2l_log_warn(ex->log, COMPONENT,
@@ -715,35 +864,20 @@ static void handle_results(struct o2l_exporter *ex, uint64_t seq,
                          "message=%s",
                          (unsigned long long)seq, slots[i].ev.id, res[i].status,
                          log_safe(res[i].message, msg, sizeof(msg)));
-            why[rejected].kind = O2L_SETTLED_REJECTED;
-            why[rejected].status = res[i].status;
-            why[rejected].message = res[i].message;
-            dead[rejected++] = slots[i];
+            why[t.rejected].kind = O2L_SETTLED_REJECTED;
+            why[t.rejected].status = res[i].status;
+            why[t.rejected].message = res[i].message;
+            dead[t.rejected++] = slots[i];
             break;
         case O2L_OUTCOME_RETRY:
-            slots[retry++] = slots[i];
+            slots[t.back++] = slots[i];
+            t.retry++;
             break;
         }
     }
-    settle_delivered(ex, done, delivered);
-    kept = settle_dead(ex, seq, dead, why, rejected);
-
-    if (retry == 0) {
-        if (!kept) {
-            ex->attempt = 0; /* a failing dead-letter file backs off */
-        }
-        o2l_log_debug(ex->log, COMPONENT,
-                      "batch=%llu sent events=%zu delivered=%zu rejected=%zu",
-                      (unsigned long long)seq, n, delivered, rejected);
-        goto out;
-    }
-    delay = backoff(ex, -1);
-    o2l_log_warn(ex->log, COMPONENT,
-                 "batch=%llu retry in %llums events=%zu delivered=%zu "
-                 "rejected=%zu",
-                 (unsigned long long)seq, (unsigned long long)delay, retry,
-                 delivered, rejected);
-    requeue_front(ex, slots, retry);
+    settle_delivered(ex, done, t.delivered);
+    kept = settle_dead(ex, seq, dead, why, t.rejected);
+    finish_results(ex, seq, slots, &t, kept);
 
 out:
     o2l_free(done);
@@ -751,29 +885,13 @@ out:
     o2l_free(why);
 }
 
-/* Performs one POST of |n| events. Fills |r| and *status. */
-static CURLcode post_batch(struct o2l_exporter *ex, struct slot *slots,
-                           size_t n, struct response *r, long *status)
+/* Performs one POST of |body|. Fills |r| and *status. */
+static CURLcode post_body(struct o2l_exporter *ex, const char *body,
+                          size_t body_len, struct response *r, long *status)
 {
-    struct o2l_event *evs = NULL;
-    char *body = NULL;
-    size_t body_len = 0;
     CURLcode cc;
 
     *status = 0;
-    evs = o2l_malloc(n * sizeof(*evs));
-    if (!evs) {
-        cc = CURLE_OUT_OF_MEMORY;
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        evs[i] = slots[i].ev;
-    }
-    if (o2l_encode_batch(evs, n, &body, &body_len) != O2L_OK) {
-        cc = CURLE_OUT_OF_MEMORY;
-        goto out;
-    }
-
     curl_easy_setopt(ex->curl, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(ex->curl, CURLOPT_POSTFIELDSIZE_LARGE,
                      (curl_off_t)body_len);
@@ -783,12 +901,8 @@ static CURLcode post_batch(struct o2l_exporter *ex, struct slot *slots,
     if (cc == CURLE_OK) {
         curl_easy_getinfo(ex->curl, CURLINFO_RESPONSE_CODE, status);
     }
-    /* The handle must not point at the freed body. */
+    /* The handle must not point at the body once the caller frees it. */
     curl_easy_setopt(ex->curl, CURLOPT_POSTFIELDS, NULL);
-
-out:
-    o2l_free(body);
-    o2l_free(evs);
     return cc;
 }
 
@@ -813,8 +927,8 @@ static void config_failed(struct o2l_exporter *ex, uint64_t seq, long status)
                  "URL to that address",
                  loc ? (int)strcspn(loc, "?#") : 6, loc ? loc : "(none)");
     } else {
-        snprintf(why, sizeof(why),
-                 "no ingestion API at %.100s; check the base URL", ex->url);
+        snprintf(why, sizeof(why), "no %s API at %.100s; check the base URL",
+                 ex->ops->name, ex->url);
     }
     if (!ex->auth_logged ||
         now - ex->last_auth_log_ms >= ex->cfg.auth_retry_ms) {
@@ -873,8 +987,7 @@ static void send_halves(struct o2l_exporter *ex, uint64_t seq,
 
     send_http(ex, seq, slots, n / 2);
     pthread_mutex_lock(&ex->mu);
-    hold = ex->retry_at_ms > o2l_mono_ms() ||
-           (ex->stopping && ex->cfg.leave_queued_on_stop);
+    hold = ex->retry_at_ms > o2l_mono_ms();
     pthread_mutex_unlock(&ex->mu);
     if (hold) {
         requeue_front(ex, slots + n / 2, n - n / 2);
@@ -950,14 +1063,27 @@ static void send_http(struct o2l_exporter *ex, uint64_t seq, struct slot *slots,
                       size_t n)
 {
     struct response r;
-    struct o2l_event_result *res = NULL;
-    const char **ids = NULL;
+    char *body = NULL;
+    size_t body_len = 0;
     long status = 0;
-    CURLcode cc;
-    int rc;
+    CURLcode cc = CURLE_OUT_OF_MEMORY;
 
     memset(&r, 0, sizeof(r));
-    cc = post_batch(ex, slots, n, &r, &status);
+    if (ex->ops->build_body(slots, n, &body, &body_len) == O2L_OK) {
+        if (n > 1 && ex->ops->body_max_bytes > 0 &&
+            body_len > ex->ops->body_max_bytes) {
+            /* Langfuse would answer 413: split without asking. */
+            o2l_log_warn(ex->log, COMPONENT,
+                         "batch=%llu request of bytes=%zu too large; "
+                         "splitting events=%zu",
+                         (unsigned long long)seq, body_len, n);
+            o2l_free(body);
+            body = NULL;
+            send_halves(ex, seq, slots, n);
+            goto out;
+        }
+        cc = post_body(ex, body, body_len, &r, &status);
+    }
     pthread_mutex_lock(&ex->mu);
     ex->st.requests_sent++;
     if (cc != CURLE_OK || (status != HTTP_OK && status != HTTP_CREATED &&
@@ -981,35 +1107,10 @@ static void send_http(struct o2l_exporter *ex, uint64_t seq, struct slot *slots,
         handle_status(ex, seq, slots, n, status, &r);
         goto out;
     }
-
-    /* 2xx: the per-event results decide. */
-    ids = o2l_malloc(n * sizeof(*ids));
-    res = o2l_calloc(n, sizeof(*res));
-    if (!ids || !res) {
-        rc = O2L_ENOMEM;
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            ids[i] = slots[i].ev.id;
-        }
-        rc = o2l_ingestion_parse_results(r.body, r.len, ids, n, res);
-    }
-    if (rc != O2L_OK) {
-        uint64_t delay = backoff(ex, -1);
-
-        o2l_log_warn(ex->log, COMPONENT,
-                     "batch=%llu unreadable answer status=%ld bytes=%zu; "
-                     "retry in %llums",
-                     (unsigned long long)seq, status, r.len,
-                     (unsigned long long)delay);
-        requeue_front(ex, slots, n);
-        goto out;
-    }
-    handle_results(ex, seq, slots, n, res);
-    o2l_event_results_clear(res, n);
+    ex->ops->answered(ex, seq, slots, n, status, &r);
 
 out:
-    o2l_free(res);
-    o2l_free(ids);
+    o2l_free(body);
     o2l_free(r.body);
 }
 
@@ -1017,18 +1118,18 @@ out:
 
 /*
  * Takes the next batch from the front of the queue: at most
- * batch_max_events events whose {"batch":[...]} framing stays within
- * batch_max_bytes, and always at least one so that an outsized event
- * still leaves. Called with the lock held.
+ * batch_max_events events whose request (before any compression) stays
+ * within batch_max_bytes, and always at least one so that an outsized
+ * event still leaves. Called with the lock held.
  */
 static size_t take_batch(struct o2l_exporter *ex, struct slot *out)
 {
-    size_t bytes = sizeof("{\"batch\":[]}") - 1;
+    size_t bytes = ex->ops->empty_bytes;
     size_t n = 0;
 
     while (ex->q.len > 0 && n < ex->cfg.batch_max_events) {
         struct slot *sl = ring_at(&ex->q, 0);
-        size_t add = sl->ev.len + (n > 0);
+        size_t add = ex->ops->event_bytes(&sl->ev, n);
 
         if (n > 0 && bytes + add > ex->cfg.batch_max_bytes) {
             break;
@@ -1171,8 +1272,7 @@ static void *worker_main(void *arg)
         uint64_t seq;
         size_t n;
 
-        if (ex->stopping && (ex->cfg.leave_queued_on_stop ||
-                             ex->q.len == 0 || now >= deadline)) {
+        if (ex->stopping && (ex->q.len == 0 || now >= deadline)) {
             break;
         }
         if (!batch_ready(ex, now, &wake)) {
@@ -1231,7 +1331,7 @@ int o2l_exporter_start(struct o2l_exporter *ex)
     }
     ex->started = 1;
     o2l_log_info(ex->log, COMPONENT, "started sink=%s",
-                 use_http(ex) ? "ingestion" : "file");
+                 use_http(ex) ? ex->ops->name : "file");
     return O2L_OK;
 }
 
@@ -1435,4 +1535,359 @@ void o2l_exporter_destroy(struct o2l_exporter *ex)
     pthread_mutex_destroy(&ex->mu);
     free_strings(ex);
     o2l_free(ex);
+}
+
+/* ---- outputs -------------------------------------------------------- */
+
+/* The events of |slots| side by side, as the encoders take them. */
+static struct o2l_event *slot_events(const struct slot *slots, size_t n)
+{
+    struct o2l_event *evs = o2l_malloc(n * sizeof(*evs));
+
+    if (evs) {
+        for (size_t i = 0; i < n; i++) {
+            evs[i] = slots[i].ev;
+        }
+    }
+    return evs;
+}
+
+static size_t ingestion_event_bytes(const struct o2l_event *ev, size_t index)
+{
+    return ev->len + (index > 0); /* a comma between events */
+}
+
+static int ingestion_body(const struct slot *slots, size_t n, char **body,
+                          size_t *body_len)
+{
+    struct o2l_event *evs = slot_events(slots, n);
+    int rc;
+
+    if (!evs) {
+        return O2L_ENOMEM;
+    }
+    rc = o2l_encode_batch(evs, n, body, body_len);
+    o2l_free(evs);
+    return rc;
+}
+
+/* A 2xx from the ingestion API: the per-event results decide. */
+static void ingestion_answered(struct o2l_exporter *ex, uint64_t seq,
+                               struct slot *slots, size_t n, long status,
+                               const struct response *r)
+{
+    struct o2l_event_result *res = NULL;
+    const char **ids = NULL;
+    int rc;
+
+    ids = o2l_malloc(n * sizeof(*ids));
+    res = o2l_calloc(n, sizeof(*res));
+    if (!ids || !res) {
+        rc = O2L_ENOMEM;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            ids[i] = slots[i].ev.id;
+        }
+        rc = o2l_ingestion_parse_results(r->body, r->len, ids, n, res);
+    }
+    if (rc != O2L_OK) {
+        uint64_t delay = backoff(ex, -1);
+
+        o2l_log_warn(ex->log, COMPONENT,
+                     "batch=%llu unreadable answer status=%ld bytes=%zu; "
+                     "retry in %llums",
+                     (unsigned long long)seq, status, r->len,
+                     (unsigned long long)delay);
+        requeue_front(ex, slots, n);
+        goto out;
+    }
+    handle_results(ex, seq, slots, n, res);
+    o2l_event_results_clear(res, n);
+
+out:
+    o2l_free(res);
+    o2l_free(ids);
+}
+
+/* An item's framing: tag 0x0a, its length as a varint, then the bytes. */
+static size_t otlp_event_bytes(const struct o2l_event *ev, size_t index)
+{
+    size_t bytes = 1 + ev->len;
+    size_t v = ev->len;
+
+    (void)index;
+    do {
+        bytes++;
+        v >>= 7;
+    } while (v > 0);
+    return bytes;
+}
+
+static voidpf zlib_alloc(voidpf opaque, uInt items, uInt size)
+{
+    (void)opaque;
+    return o2l_calloc(items, size);
+}
+
+static void zlib_free(voidpf opaque, voidpf p)
+{
+    (void)opaque;
+    o2l_free(p);
+}
+
+/*
+ * Compresses |len| bytes of |in| into one gzip member (RFC 1952) in *out
+ * (o2l_malloc'd). Returns O2L_OK, O2L_ENOMEM or O2L_ETOOBIG.
+ */
+static int gzip_bytes(const unsigned char *in, size_t len, unsigned char **out,
+                      size_t *out_len)
+{
+    unsigned char *buf = NULL;
+    z_stream zs;
+    uLong cap;
+    int rc = O2L_OK;
+
+    if (len > UINT32_MAX / 2) {
+        return O2L_ETOOBIG;
+    }
+    memset(&zs, 0, sizeof(zs));
+    zs.zalloc = zlib_alloc;
+    zs.zfree = zlib_free;
+    /* Window bits 15 + 16: a gzip header and trailer, not zlib's. */
+    if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8,
+                     Z_DEFAULT_STRATEGY) != Z_OK) {
+        return O2L_ENOMEM;
+    }
+    /* deflateBound() covers the gzip wrapper: one call always finishes. */
+    cap = deflateBound(&zs, (uLong)len);
+    buf = o2l_malloc(cap);
+    if (!buf) {
+        rc = O2L_ENOMEM;
+        goto out;
+    }
+    zs.next_in = (Bytef *)in;
+    zs.avail_in = (uInt)len;
+    zs.next_out = buf;
+    zs.avail_out = (uInt)cap;
+    if (deflate(&zs, Z_FINISH) != Z_STREAM_END) {
+        rc = O2L_ENOMEM;
+        goto out;
+    }
+    *out = buf;
+    *out_len = (size_t)zs.total_out;
+    buf = NULL;
+
+out:
+    deflateEnd(&zs);
+    o2l_free(buf);
+    return rc;
+}
+
+static int otlp_body(const struct slot *slots, size_t n, char **body,
+                     size_t *body_len)
+{
+    struct o2l_event *evs = slot_events(slots, n);
+    unsigned char *raw = NULL;
+    unsigned char *gz = NULL;
+    size_t raw_len = 0;
+    int rc;
+
+    if (!evs) {
+        return O2L_ENOMEM;
+    }
+    rc = o2l_otlp_request(evs, n, &raw, &raw_len);
+    if (rc == O2L_OK) {
+        rc = gzip_bytes(raw, raw_len, &gz, body_len);
+    }
+    if (rc == O2L_OK) {
+        *body = (char *)gz;
+    }
+    o2l_free(raw);
+    o2l_free(evs);
+    return rc;
+}
+
+static void *pb_alloc(void *arg, size_t n)
+{
+    (void)arg;
+    return o2l_malloc(n);
+}
+
+static void pb_free(void *arg, void *p)
+{
+    (void)arg;
+    o2l_free(p);
+}
+
+/* A JSON int64 is a string in proto3's JSON mapping, or a plain number. */
+static long long json_count(const cJSON *v)
+{
+    char *end = NULL;
+    long long n;
+
+    if (cJSON_IsNumber(v)) {
+        /* Clamped: converting a double past LLONG_MAX is undefined. */
+        if (v->valuedouble >= 1e18) {
+            return 1000000000000000000LL;
+        }
+        return v->valuedouble > 0 ? (long long)v->valuedouble : 0;
+    }
+    if (!cJSON_IsString(v)) {
+        return 0;
+    }
+    errno = 0;
+    n = strtoll(v->valuestring, &end, 10);
+    if (errno != 0 || end == v->valuestring || *end != '\0' || n < 0) {
+        return 0;
+    }
+    return n;
+}
+
+/* The field |camel|, or its proto name |snake|, of |obj|. */
+static const cJSON *json_field(const cJSON *obj, const char *camel,
+                               const char *snake)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, camel);
+
+    return v ? v : cJSON_GetObjectItemCaseSensitive(obj, snake);
+}
+
+static long long json_rejected_spans(const char *body, size_t len, char *msg,
+                                     size_t cap)
+{
+    cJSON *doc = cJSON_ParseWithLength(body, len);
+    const cJSON *ps = json_field(doc, "partialSuccess", "partial_success");
+    const cJSON *em = json_field(ps, "errorMessage", "error_message");
+    long long n = json_count(json_field(ps, "rejectedSpans", "rejected_spans"));
+
+    if (cJSON_IsString(em)) {
+        snprintf(msg, cap, "%s", em->valuestring);
+    }
+    cJSON_Delete(doc);
+    return n;
+}
+
+static long long pb_rejected_spans(const char *body, size_t len, char *msg,
+                                   size_t cap)
+{
+    ProtobufCAllocator alloc = {pb_alloc, pb_free, NULL};
+    Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceResponse *rsp;
+    long long n = 0;
+
+    rsp =
+        opentelemetry__proto__collector__trace__v1__export_trace_service_response__unpack(
+            &alloc, len, (const uint8_t *)body);
+    if (rsp && rsp->partial_success) {
+        n = rsp->partial_success->rejected_spans;
+        if (rsp->partial_success->error_message) {
+            snprintf(msg, cap, "%s", rsp->partial_success->error_message);
+        }
+    }
+    if (rsp) {
+        opentelemetry__proto__collector__trace__v1__export_trace_service_response__free_unpacked(
+            rsp, &alloc);
+    }
+    return n > 0 ? n : 0;
+}
+
+/*
+ * Reads partial_success.rejected_spans of an OTLP answer (JSON or
+ * protobuf; an empty or unreadable body rejects nothing) and copies its
+ * error message into |msg|.
+ */
+static long long otlp_rejected_spans(const struct response *r, char *msg,
+                                     size_t cap)
+{
+    size_t i = 0;
+
+    msg[0] = '\0';
+    while (i < r->len && (r->body[i] == ' ' || r->body[i] == '\t' ||
+                          r->body[i] == '\r' || r->body[i] == '\n')) {
+        i++;
+    }
+    if (i == r->len) {
+        return 0;
+    }
+    if (r->body[i] == '{') {
+        return json_rejected_spans(r->body, r->len, msg, cap);
+    }
+    return pb_rejected_spans(r->body, r->len, msg, cap);
+}
+
+/*
+ * A 2xx from the OTLP API takes the whole request. Spans it rejects
+ * anyway (partial success) are only counted: the answer does not say
+ * which, so every item counts as delivered.
+ */
+static void otlp_answered(struct o2l_exporter *ex, uint64_t seq,
+                          struct slot *slots, size_t n, long status,
+                          const struct response *r)
+{
+    char text[LOG_MESSAGE_MAX];
+    char msg[LOG_MESSAGE_MAX];
+    long long rejected = otlp_rejected_spans(r, text, sizeof(text));
+
+    if (rejected > 0) {
+        o2l_log_warn(ex->log, COMPONENT,
+                     "batch=%llu Langfuse rejected spans=%lld of items=%zu "
+                     "status=%ld message=%s; counted as delivered",
+                     (unsigned long long)seq, rejected, n, status,
+                     log_safe(text[0] ? text : NULL, msg, sizeof(msg)));
+    }
+    ex->attempt = 0;
+    settle_delivered(ex, slots, n);
+    o2l_log_debug(ex->log, COMPONENT, "batch=%llu sent items=%zu",
+                  (unsigned long long)seq, n);
+}
+
+static const char *const ingestion_headers[] = {
+    "Content-Type: application/json",
+    "x-langfuse-sdk-name: otel2langfuse",
+    "x-langfuse-sdk-version: " O2L_VERSION,
+    /* Large bodies would otherwise wait for a 100-continue. */
+    "Expect:",
+};
+
+static const char *const otlp_headers[] = {
+    "Content-Type: application/x-protobuf",
+    "Content-Encoding: gzip",
+    "x-langfuse-ingestion-version: 4",
+    "x-langfuse-sdk-name: otel2langfuse",
+    "x-langfuse-sdk-version: " O2L_VERSION,
+    "Expect:",
+};
+
+static const struct output_ops ingestion_ops = {
+    .name = "ingestion",
+    .path = "/api/public/ingestion",
+    .headers = ingestion_headers,
+    .n_headers = O2L_ARRAY_LEN(ingestion_headers),
+    .empty_bytes = sizeof("{\"batch\":[]}") - 1,
+    .body_max_bytes = 0,
+    .event_bytes = ingestion_event_bytes,
+    .build_body = ingestion_body,
+    .answered = ingestion_answered,
+};
+
+static const struct output_ops otlp_ops = {
+    .name = "otlp",
+    .path = "/api/public/otel/v1/traces",
+    .headers = otlp_headers,
+    .n_headers = O2L_ARRAY_LEN(otlp_headers),
+    .empty_bytes = 0,
+    .body_max_bytes = OTLP_BODY_MAX_BYTES,
+    .event_bytes = otlp_event_bytes,
+    .build_body = otlp_body,
+    .answered = otlp_answered,
+};
+
+static const struct output_ops *ops_for(enum o2l_output output)
+{
+    switch (output) {
+    case O2L_OUTPUT_INGESTION:
+        return &ingestion_ops;
+    case O2L_OUTPUT_OTLP:
+        return &otlp_ops;
+    }
+    return NULL;
 }

@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* replay.c - sends a dead-letter file's events to Langfuse again. */
+/*
+ * replay.c - sends a dead-letter file's events to Langfuse again: the
+ * ingestion events through the ingestion API, then the OTLP items through
+ * the OTLP API.
+ */
 #include "o2l/replay.h"
 
 #include <errno.h>
@@ -217,29 +221,49 @@ static int parse_all(char *text, size_t len, struct replay *rp,
     return O2L_OK;
 }
 
-/* Copies the events into a list the exporter may own. */
-static int copy_events(const struct parsed *src, struct o2l_event_list *dst)
+/*
+ * Copies the events of one kind (OTLP items or ingestion events) into a
+ * list the exporter may own.
+ */
+static int copy_events(const struct parsed *src, bool otlp,
+                       struct o2l_event_list *dst)
 {
-    dst->items = o2l_calloc(src->n ? src->n : 1, sizeof(*dst->items));
+    size_t n = 0;
+
+    for (size_t i = 0; i < src->n; i++) {
+        n += src->evs[i].otlp == otlp;
+    }
+    dst->items = o2l_calloc(n ? n : 1, sizeof(*dst->items));
     if (!dst->items) {
         return O2L_ENOMEM;
     }
-    dst->cap = src->n;
+    dst->cap = n;
     for (size_t i = 0; i < src->n; i++) {
-        struct o2l_event *d = &dst->items[i];
+        const struct o2l_event *s = &src->evs[i];
+        struct o2l_event *d = &dst->items[dst->len];
 
-        *d = src->evs[i];
-        d->json = o2l_strdup(src->evs[i].json);
-        d->id = o2l_strdup(src->evs[i].id);
+        if (s->otlp != otlp) {
+            continue;
+        }
+        /* Item bytes may hold NULs: copy by length, NUL after. */
+        *d = *s;
+        d->json = o2l_malloc(s->len + 1);
+        d->id = o2l_strdup(s->id);
         dst->len++;
         if (!d->json || !d->id) {
             return O2L_ENOMEM;
         }
+        if (s->len > 0) {
+            memcpy(d->json, s->json, s->len);
+        }
+        d->json[s->len] = '\0';
     }
     return O2L_OK;
 }
 
-/* Waits until every event settled or nothing moved for STALL_LIMIT_MS. */
+/*
+ * Waits until |total| events settled or nothing moved for STALL_LIMIT_MS.
+ */
 static void wait_settled(struct replay *rp, size_t total)
 {
     struct timespec ts = {0, (long)POLL_MS * 1000000L};
@@ -279,19 +303,65 @@ static int write_back(struct replay *rp, const struct parsed *evs)
     return rc;
 }
 
+/*
+ * Sends the events of one kind through an exporter for their API and
+ * waits until they settled or stalled; what did not settle is left for
+ * write_back(). Returns O2L_OK, O2L_ENOMEM or the submit error.
+ */
+static int replay_pass(struct replay *rp,
+                       const struct o2l_exporter_config *base,
+                       const struct parsed *evs, bool otlp)
+{
+    struct o2l_exporter_config cfg = *base;
+    struct o2l_exporter *ex = NULL;
+    struct o2l_event_list list = {0};
+    size_t target;
+    int rc;
+
+    rc = copy_events(evs, otlp, &list);
+    if (rc != O2L_OK || list.len == 0) {
+        goto out;
+    }
+    cfg.output = otlp ? O2L_OUTPUT_OTLP : O2L_OUTPUT_INGESTION;
+    /* The file may hold more than the daemon's queue allows. */
+    if (cfg.queue_max_events < list.len) {
+        cfg.queue_max_events = list.len;
+    }
+    ex = o2l_exporter_create(&cfg, rp->log);
+    if (!ex || o2l_exporter_start(ex) != O2L_OK) {
+        rc = O2L_ENOMEM;
+        goto out;
+    }
+    pthread_mutex_lock(&rp->mu);
+    /* Earlier passes' exporters are gone: only this pass still settles. */
+    target = rp->n_settled + list.len;
+    rp->last_progress_ms = o2l_mono_ms();
+    pthread_mutex_unlock(&rp->mu);
+    rc = o2l_exporter_submit(ex, &list);
+    if (rc != O2L_OK) {
+        goto out;
+    }
+    wait_settled(rp, target);
+    o2l_exporter_stop(ex);
+
+out:
+    o2l_exporter_destroy(ex);
+    o2l_event_list_clear(&list);
+    return rc;
+}
+
 int o2l_replay_dead_letters(const struct o2l_exporter_config *ec,
                             const char *path, const struct o2l_log *log,
                             struct o2l_replay_result *out)
 {
     struct o2l_exporter_config cfg = *ec;
-    struct o2l_exporter *ex = NULL;
-    struct o2l_event_list list = {0};
     struct parsed evs = {0};
     struct replay rp;
     char err[512];
     char *aside = NULL;
     char *text = NULL;
     size_t len = 0;
+    size_t items = 0;
     int rc;
 
     memset(out, 0, sizeof(*out));
@@ -320,34 +390,32 @@ int o2l_replay_dead_letters(const struct o2l_exporter_config *ec,
         goto out;
     }
     out->replayed = evs.n;
-    o2l_log_info(log, COMPONENT, "replaying events=%zu from %s", evs.n, path);
+    for (size_t i = 0; i < evs.n; i++) {
+        items += evs.evs[i].otlp;
+    }
+    o2l_log_info(log, COMPONENT,
+                 "replaying events=%zu (otlp_items=%zu) from %s", evs.n, items,
+                 path);
     if (evs.n > 0) {
         rp.settled = o2l_calloc(evs.n, sizeof(*rp.settled));
-        rc = rp.settled ? copy_events(&evs, &list) : O2L_ENOMEM;
-        if (rc != O2L_OK) {
+        if (!rp.settled) {
+            rc = O2L_ENOMEM;
             goto out;
         }
         cfg.on_settle = on_settle;
         cfg.settle_arg = &rp;
+        /* The owner's callback would get our argument: not wanted here. */
+        cfg.on_type_refused = NULL;
         cfg.leave_queued_on_stop = true;
         cfg.max_age_ms = 0;
-        /* The file may hold more than the daemon's queue allows. */
-        if (cfg.queue_max_events < evs.n) {
-            cfg.queue_max_events = evs.n;
-        }
         cfg.queue_max_bytes = (size_t)-1;
-        ex = o2l_exporter_create(&cfg, log);
-        if (!ex || o2l_exporter_start(ex) != O2L_OK) {
-            rc = O2L_ENOMEM;
-            goto out;
+        rc = replay_pass(&rp, &cfg, &evs, false);
+        if (rc == O2L_OK) {
+            rc = replay_pass(&rp, &cfg, &evs, true);
         }
-        rp.last_progress_ms = o2l_mono_ms();
-        rc = o2l_exporter_submit(ex, &list);
         if (rc != O2L_OK) {
             goto out;
         }
-        wait_settled(&rp, evs.n);
-        o2l_exporter_stop(ex);
         rc = write_back(&rp, &evs);
         if (rc != O2L_OK) {
             goto out;
@@ -370,8 +438,6 @@ out:
                       "replay stopped: %s; the events are kept in %s",
                       o2l_strerror(rc), aside);
     }
-    o2l_exporter_destroy(ex);
-    o2l_event_list_clear(&list);
     for (size_t i = 0; i < evs.n; i++) {
         o2l_event_free(&evs.evs[i]);
     }

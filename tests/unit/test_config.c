@@ -36,7 +36,7 @@ static void test_config_defaults_are_embedded(void **state)
     (void)state;
     assert_int_equal(load(&cfg, 0, NULL, envp, err, sizeof(err)), O2L_OK);
     assert_string_equal(cfg.http_listen, "0.0.0.0:4318");
-    assert_string_equal(cfg.output, "ingestion");
+    assert_string_equal(cfg.output, "auto");
     assert_int_equal(cfg.flush_interval_ms, 1000);
     assert_int_equal(cfg.http_max_body_bytes, 64 * 1024 * 1024);
     assert_true(cfg.session_from_thread_id);
@@ -44,6 +44,46 @@ static void test_config_defaults_are_embedded(void **state)
     assert_string_equal(cfg.control_flow_exceptions[4], "Command");
     assert_null(cfg.control_flow_exceptions[5]);
     assert_null(cfg.public_key);
+    assert_string_equal(cfg.spool_dir, "otel2langfuse-spool");
+    assert_int_equal(cfg.spool_max_bytes, 1024ull * 1024 * 1024);
+    assert_true(cfg.spool_sync);
+    assert_string_equal(cfg.admin_listen, "127.0.0.1:13133");
+    assert_true(cfg.retry_multiplier == 2.0);
+    assert_int_equal(cfg.max_age_s, 0);
+    assert_true(cfg.otlp_keep_attributes);
+    assert_int_equal(cfg.assemble_window_ms, 3000);
+    o2l_config_free(&cfg);
+}
+
+static void test_config_delivery_settings(void **state)
+{
+    struct o2l_config cfg;
+    char err[256];
+    char *envp[] = {"O2L_OUTPUT=otlp", "O2L_RETRY_MULTIPLIER=1.5",
+                    "O2L_SPOOL_SYNC=false", "O2L_ASSEMBLE_WINDOW_MS=0", NULL};
+    char *bad_output[] = {"O2L_OUTPUT=v4", NULL};
+    char *bad_mult[] = {"O2L_RETRY_MULTIPLIER=abc", NULL};
+    char *low_mult[] = {"O2L_RETRY_MULTIPLIER=0.9", NULL};
+
+    (void)state;
+    assert_int_equal(load(&cfg, 0, NULL, envp, err, sizeof(err)), O2L_OK);
+    assert_string_equal(cfg.output, "otlp");
+    assert_true(cfg.retry_multiplier == 1.5);
+    assert_false(cfg.spool_sync);
+    assert_int_equal(cfg.assemble_window_ms, 0);
+    o2l_config_free(&cfg);
+
+    assert_int_equal(load(&cfg, 0, NULL, bad_output, err, sizeof(err)),
+                     O2L_EINVAL);
+    assert_non_null(strstr(err, "output"));
+    o2l_config_free(&cfg);
+    assert_int_equal(load(&cfg, 0, NULL, bad_mult, err, sizeof(err)),
+                     O2L_EINVAL);
+    assert_non_null(strstr(err, "export.retry_multiplier"));
+    o2l_config_free(&cfg);
+    assert_int_equal(load(&cfg, 0, NULL, low_mult, err, sizeof(err)),
+                     O2L_EINVAL);
+    assert_non_null(strstr(err, "out of range"));
     o2l_config_free(&cfg);
 }
 
@@ -178,6 +218,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_defaults_are_embedded),
+        cmocka_unit_test(test_config_delivery_settings),
         cmocka_unit_test(test_config_flags_beat_environment),
         cmocka_unit_test(test_config_base_url_wins_over_host),
         cmocka_unit_test(test_config_wrong_value_names_the_setting),

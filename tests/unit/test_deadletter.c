@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_deadletter.c - the dead-letter file: lines written and read back,
- * events that are not JSON, awkward messages, bad lines, and files that
- * cannot be opened or written.
+ * OTLP items kept as base64, events that are not JSON, awkward messages,
+ * bad lines, and files that cannot be opened or written.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +21,7 @@
 
 #include "o2l/common.h"
 #include "o2l/deadletter.h"
+#include "o2l/replay.h"
 
 /* 2025-12-03T10:00:00.123456789Z */
 #define NOW_NS    INT64_C(1764756000123456789)
@@ -68,6 +69,7 @@ static struct o2l_event make_event(const char *json, const char *id)
 {
     struct o2l_event ev;
 
+    memset(&ev, 0, sizeof(ev));
     ev.json = (char *)json;
     ev.len = strlen(json);
     ev.id = (char *)id;
@@ -424,6 +426,255 @@ static void test_deadletter_allocation_failures(void **state)
     free_lines(&l);
 }
 
+/* An OTLP item of |len| bytes (binary, NULs included) over |buf|. */
+static struct o2l_event make_item(unsigned char *buf, size_t len,
+                                  const char *id, const char *span_id)
+{
+    struct o2l_event ev;
+
+    memset(&ev, 0, sizeof(ev));
+    for (size_t i = 0; i < len; i++) {
+        buf[i] = (unsigned char)(i * 37 + 11);
+    }
+    ev.json = (char *)buf;
+    ev.len = len;
+    ev.id = (char *)id;
+    ev.otlp = true;
+    snprintf(ev.span_id, sizeof(ev.span_id), "%s", span_id);
+    return ev;
+}
+
+static void test_deadletter_otlp_item_round_trip(void **state)
+{
+    /* 0 to 3 bytes cover every padding case; 300 every byte value. */
+    static const size_t lens[] = {0, 1, 2, 3, 300};
+    static unsigned char bufs[5][300];
+    struct fixture *f = *state;
+    struct o2l_event evs[5];
+    struct o2l_deadletter_entry e[5];
+    struct o2l_deadletter *dl;
+    struct o2l_event back;
+    struct lines l;
+    char id[32];
+    int status = -1;
+
+    for (size_t i = 0; i < 5; i++) {
+        snprintf(id, sizeof(id), "t%zu-obs", i);
+        evs[i] = make_item(bufs[i], lens[i], strdup(id),
+                           i == 4 ? "" : "0123456789abcdef");
+        e[i] = (struct o2l_deadletter_entry){&evs[i], 400, "bad span"};
+    }
+    dl = open_ok(f->path);
+    assert_int_equal(o2l_deadletter_append(dl, e, 5, NOW_NS), O2L_OK);
+    o2l_deadletter_close(dl);
+
+    read_lines(f->path, &l);
+    assert_int_equal(l.n, 5);
+    for (size_t i = 0; i < 5; i++) {
+        cJSON *root = cJSON_Parse(l.items[i]);
+        const cJSON *b64 = cJSON_GetObjectItemCaseSensitive(root, "otlp");
+
+        /* Kept as base64 with its ids, never as "event" or "event_raw". */
+        assert_non_null(root);
+        assert_true(cJSON_IsString(b64));
+        assert_null(cJSON_GetObjectItemCaseSensitive(root, "event"));
+        assert_null(cJSON_GetObjectItemCaseSensitive(root, "event_raw"));
+        assert_string_equal(
+            cJSON_GetObjectItemCaseSensitive(root, "id")->valuestring,
+            evs[i].id);
+        assert_string_equal(
+            cJSON_GetObjectItemCaseSensitive(root, "span_id")->valuestring,
+            evs[i].span_id);
+        assert_int_equal(strlen(b64->valuestring), (lens[i] + 2) / 3 * 4);
+        cJSON_Delete(root);
+
+        assert_int_equal(
+            o2l_deadletter_parse_line(l.items[i], l.lens[i], &back, &status),
+            O2L_OK);
+        assert_true(back.otlp);
+        assert_int_equal(back.len, lens[i]);
+        if (lens[i] > 0) {
+            assert_memory_equal(back.json, bufs[i], lens[i]);
+        }
+        assert_int_equal(back.json[back.len], '\0');
+        assert_string_equal(back.id, evs[i].id);
+        assert_string_equal(back.span_id, evs[i].span_id);
+        assert_int_equal(status, 400);
+        o2l_event_free(&back);
+        free(evs[i].id);
+    }
+    free_lines(&l);
+}
+
+static void test_deadletter_otlp_known_base64(void **state)
+{
+    static const char line[] =
+        "{\"time\":\"2025-12-03T10:00:00.000000Z\",\"status\":413,"
+        "\"message\":null,\"id\":\"t-o\",\"span_id\":\"00f067aa0ba902b7\","
+        "\"otlp\":\"CgD/+w==\"}";
+    static const unsigned char want[] = {0x0a, 0x00, 0xff, 0xfb};
+    struct o2l_event back;
+    int status = 0;
+
+    (void)state;
+    assert_int_equal(
+        o2l_deadletter_parse_line(line, strlen(line), &back, &status), O2L_OK);
+    assert_true(back.otlp);
+    assert_int_equal(back.len, sizeof(want));
+    assert_memory_equal(back.json, want, sizeof(want));
+    assert_string_equal(back.id, "t-o");
+    assert_string_equal(back.span_id, "00f067aa0ba902b7");
+    assert_int_equal(status, 413);
+    o2l_event_free(&back);
+}
+
+static void test_deadletter_otlp_bad_lines(void **state)
+{
+    static const char *bad[] = {
+        /* not base64: length, alphabet, padding in the middle */
+        "{\"status\":400,\"id\":\"a\",\"otlp\":\"abc\"}",
+        "{\"status\":400,\"id\":\"a\",\"otlp\":\"ab-_\"}",
+        "{\"status\":400,\"id\":\"a\",\"otlp\":\"a=bc\"}",
+        "{\"status\":400,\"id\":\"a\",\"otlp\":\"A===\"}",
+        "{\"status\":400,\"id\":\"a\",\"otlp\":\"====\"}",
+        /* ids missing or of the wrong kind */
+        "{\"status\":400,\"otlp\":\"CgD/\"}",
+        "{\"status\":400,\"id\":\"\",\"otlp\":\"CgD/\"}",
+        "{\"status\":400,\"id\":7,\"otlp\":\"CgD/\"}",
+        "{\"status\":400,\"id\":\"a\",\"span_id\":1,\"otlp\":\"CgD/\"}",
+        /* "otlp" not a string, status missing */
+        "{\"status\":400,\"id\":\"a\",\"otlp\":[1]}",
+        "{\"id\":\"a\",\"otlp\":\"CgD/\"}",
+    };
+    struct o2l_event back;
+    int status = 99;
+
+    (void)state;
+    for (size_t i = 0; i < O2L_ARRAY_LEN(bad); i++) {
+        assert_int_equal(
+            o2l_deadletter_parse_line(bad[i], strlen(bad[i]), &back, &status),
+            O2L_EPARSE);
+        assert_null(back.json);
+        assert_null(back.id);
+        assert_false(back.otlp);
+        assert_int_equal(status, 99);
+    }
+}
+
+static void test_deadletter_otlp_allocation_failures(void **state)
+{
+    static unsigned char buf[40];
+    struct fixture *f = *state;
+    struct o2l_event ev =
+        make_item(buf, sizeof(buf), "t-x", "1111222233334444");
+    struct o2l_deadletter_entry e = {&ev, 400, "m"};
+    struct o2l_deadletter *dl;
+    struct o2l_event back;
+    struct lines l;
+    int rc = O2L_ENOMEM;
+
+    dl = open_ok(f->path);
+    for (long k = 0; k < 200 && rc != O2L_OK; k++) {
+        o2l_mem_fail_after(k);
+        rc = o2l_deadletter_append(dl, &e, 1, NOW_NS);
+        o2l_mem_fail_after(-1);
+        assert_true(rc == O2L_OK || rc == O2L_ENOMEM);
+    }
+    assert_int_equal(rc, O2L_OK);
+    o2l_deadletter_close(dl);
+
+    read_lines(f->path, &l);
+    assert_int_equal(l.n, 1);
+    rc = O2L_ENOMEM;
+    for (long k = 0; k < 200 && rc != O2L_OK; k++) {
+        o2l_mem_fail_after(k);
+        rc = o2l_deadletter_parse_line(l.items[0], l.lens[0], &back, NULL);
+        o2l_mem_fail_after(-1);
+        assert_true(rc == O2L_OK || rc == O2L_ENOMEM || rc == O2L_EPARSE);
+        if (rc != O2L_OK) {
+            assert_null(back.json);
+            assert_null(back.id);
+        }
+    }
+    assert_int_equal(rc, O2L_OK);
+    assert_int_equal(back.len, sizeof(buf));
+    assert_memory_equal(back.json, buf, sizeof(buf));
+    o2l_event_free(&back);
+    free_lines(&l);
+}
+
+/* Reads a whole file into a malloc'd buffer; *len gets its size. */
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    char *buf;
+    long size;
+
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    size = ftell(fp);
+    assert_true(size >= 0);
+    rewind(fp);
+    buf = calloc(1, (size_t)size + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)size, fp), (size_t)size);
+    fclose(fp);
+    *len = (size_t)size;
+    return buf;
+}
+
+/* A file mixing ingestion events and OTLP items replays both kinds. */
+static void test_deadletter_replay_mixes_events_and_items(void **state)
+{
+    static unsigned char buf_a[24];
+    static unsigned char buf_b[200];
+    struct o2l_log quiet = {O2L_LOG_ERROR, NULL};
+    struct fixture *f = *state;
+    struct o2l_event evs[4];
+    struct o2l_deadletter_entry e[4];
+    struct o2l_exporter_config ec;
+    struct o2l_replay_result res;
+    struct o2l_deadletter *dl;
+    char sink[160];
+    char *written;
+    size_t len;
+
+    evs[0] = make_event("{\"id\":\"ev-1\",\"type\":\"trace-create\"}", "ev-1");
+    evs[1] = make_item(buf_a, sizeof(buf_a), "t-item-a", "aaaaaaaaaaaaaaaa");
+    evs[2] = make_event("{\"id\":\"ev-2\",\"type\":\"span-create\"}", "ev-2");
+    evs[3] = make_item(buf_b, sizeof(buf_b), "t-item-b", "");
+    for (size_t i = 0; i < 4; i++) {
+        e[i] = (struct o2l_deadletter_entry){&evs[i], 500, "was down"};
+    }
+    dl = open_ok(f->path);
+    assert_int_equal(o2l_deadletter_append(dl, e, 4, NOW_NS), O2L_OK);
+    o2l_deadletter_close(dl);
+
+    /* The file sink takes both kinds, so each pass delivers at once. */
+    snprintf(sink, sizeof(sink), "%s/sink.out", f->dir);
+    o2l_exporter_config_defaults(&ec);
+    ec.file_path = sink;
+    ec.flush_interval_ms = 10;
+    assert_int_equal(o2l_replay_dead_letters(&ec, f->path, &quiet, &res),
+                     O2L_OK);
+    assert_int_equal(res.replayed, 4);
+    assert_int_equal(res.delivered, 4);
+    assert_int_equal(res.refused, 0);
+    assert_int_equal(res.unreadable, 0);
+
+    /* Nothing written back; every event and item reached the sink. */
+    written = read_file(f->path, &len);
+    assert_int_equal(len, 0);
+    free(written);
+    written = read_file(sink, &len);
+    assert_non_null(memmem(written, len, "\"id\":\"ev-1\"", 11));
+    assert_non_null(memmem(written, len, "\"id\":\"ev-2\"", 11));
+    assert_non_null(memmem(written, len, buf_a, sizeof(buf_a)));
+    assert_non_null(memmem(written, len, buf_b, sizeof(buf_b)));
+    free(written);
+    unlink(sink);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -442,6 +693,14 @@ int main(void)
         cmocka_unit_test(test_deadletter_write_failure_is_eio),
         cmocka_unit_test_setup_teardown(test_deadletter_allocation_failures,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deadletter_otlp_item_round_trip,
+                                        setup, teardown),
+        cmocka_unit_test(test_deadletter_otlp_known_base64),
+        cmocka_unit_test(test_deadletter_otlp_bad_lines),
+        cmocka_unit_test_setup_teardown(
+            test_deadletter_otlp_allocation_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_deadletter_replay_mixes_events_and_items, setup, teardown),
     };
 
     o2l_mem_init();

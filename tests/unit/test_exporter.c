@@ -2,9 +2,10 @@
 /*
  * test_exporter.c - the export stage: reading 207 answers and Retry-After,
  * the file sink, queue bounds and waiting for room, the settle callback,
- * expiry by age, and HTTP round trips (retries, backoff growth, splitting
- * refused batches, stopping) against a small canned-answer server on
- * 127.0.0.1.
+ * expiry by age, HTTP round trips (retries, backoff growth, splitting
+ * refused batches, stopping), event types Langfuse v4 refuses on the
+ * ingestion API, and the OTLP output (gzip, framing, headers, partial
+ * success) against a small canned-answer server on 127.0.0.1.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <zlib.h>
 
 #include "o2l/common.h"
 #include "o2l/exporter.h"
@@ -138,9 +140,10 @@ static void test_exporter_retry_after_garbage(void **state)
 
 static struct o2l_log quiet_log = {O2L_LOG_ERROR, NULL};
 
-static void add_event(struct o2l_event_list *l, const char *id)
+static void add_typed_event(struct o2l_event_list *l, const char *id,
+                            const char *type)
 {
-    char json[128];
+    char json[160];
     struct o2l_event *ev;
 
     if (l->len == l->cap) {
@@ -149,9 +152,9 @@ static void add_event(struct o2l_event_list *l, const char *id)
         assert_non_null(l->items);
     }
     snprintf(json, sizeof(json),
-             "{\"id\":\"%s\",\"type\":\"span-create\",\"timestamp\":"
+             "{\"id\":\"%s\",\"type\":\"%s\",\"timestamp\":"
              "\"2025-01-31T08:15:02.123456Z\",\"body\":{\"id\":\"%s\"}}",
-             id, id);
+             id, type, id);
     ev = &l->items[l->len++];
     memset(ev, 0, sizeof(*ev));
     ev->id = o2l_strdup(id);
@@ -159,6 +162,49 @@ static void add_event(struct o2l_event_list *l, const char *id)
     ev->len = strlen(json);
     assert_non_null(ev->id);
     assert_non_null(ev->json);
+}
+
+static void add_event(struct o2l_event_list *l, const char *id)
+{
+    add_typed_event(l, id, "span-create");
+}
+
+/*
+ * Appends an OTLP item named |name|: |len| bytes (at least 32) that start
+ * with bytes a framing parser could trip on (NUL, 0x0a, continuation
+ * bits), then "item:<name>|", then filler; random filler when |noise|,
+ * so that gzip cannot shrink it.
+ */
+static void add_item(struct o2l_event_list *l, const char *name, size_t len,
+                     bool noise)
+{
+    static const unsigned char lead[] = {0x00, 0x0a, 0x80, 0xff, 0x0a};
+    struct o2l_event *ev;
+    unsigned seed = (unsigned)(len + l->len);
+    size_t off;
+
+    if (l->len == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 8;
+        l->items = o2l_realloc(l->items, l->cap * sizeof(*l->items));
+        assert_non_null(l->items);
+    }
+    ev = &l->items[l->len++];
+    memset(ev, 0, sizeof(*ev));
+    ev->json = o2l_malloc(len + 1);
+    ev->id = o2l_strdup(name);
+    assert_non_null(ev->json);
+    assert_non_null(ev->id);
+    memcpy(ev->json, lead, sizeof(lead));
+    off = sizeof(lead);
+    off += (size_t)snprintf(ev->json + off, len + 1 - off, "item:%s|", name);
+    assert_true(off < len);
+    for (; off < len; off++) {
+        ev->json[off] = noise ? (char)(rand_r(&seed) & 0xff) : 'x';
+    }
+    ev->json[len] = '\0';
+    ev->len = len;
+    ev->otlp = true;
+    snprintf(ev->span_id, sizeof(ev->span_id), "%016x", (unsigned)l->len);
 }
 
 static void fast_config(struct o2l_exporter_config *cfg)
@@ -214,6 +260,7 @@ struct settle_log {
     enum o2l_settle_kind kind[MAX_SETTLED];
     int status[MAX_SETTLED];
     char *message[MAX_SETTLED];
+    int refused_calls; /* on_type_refused calls */
 };
 
 static void settle_log_init(struct settle_log *sl)
@@ -643,9 +690,20 @@ struct fake_server {
     /* A request whose body holds |refuse_marker| gets |refusal|. */
     const char *refuse_marker;
     const char *refusal;
-    char *bodies[MAX_REQUESTS]; /* request bodies received */
-    char *auth[MAX_REQUESTS];   /* Authorization header values */
+    char *bodies[MAX_REQUESTS]; /* request bodies received (gunzipped) */
+    size_t body_len[MAX_REQUESTS];
+    char *auth[MAX_REQUESTS]; /* Authorization header values */
     char *path[MAX_REQUESTS];
+    char *ctype[MAX_REQUESTS];          /* Content-Type */
+    char *cenc[MAX_REQUESTS];           /* Content-Encoding */
+    char *ingest_version[MAX_REQUESTS]; /* x-langfuse-ingestion-version */
+    char *sdk_name[MAX_REQUESTS];       /* x-langfuse-sdk-name */
+    char *sdk_version[MAX_REQUESTS];    /* x-langfuse-sdk-version */
+    /*
+     * OTLP bodies: the names of the items framed in each (see add_item),
+     * comma-separated, or "framing error".
+     */
+    char *items[MAX_REQUESTS];
     atomic_int n_requests;
 };
 
@@ -669,6 +727,121 @@ static const char *header_value(const char *head, const char *name, size_t *len)
         }
     }
     return NULL;
+}
+
+static char *header_copy(const char *head, const char *name)
+{
+    size_t len = 0;
+    const char *v = header_value(head, name, &len);
+
+    return v ? strndup(v, len) : NULL;
+}
+
+/* Inflates a gzip body (malloc'd, NUL after); NULL when it is not gzip. */
+static char *gunzip_body(const char *in, size_t len, size_t *out_len)
+{
+    size_t cap = len * 4 + 1024;
+    char *out = malloc(cap + 1);
+    z_stream zs;
+    int zrc = Z_OK;
+
+    assert_non_null(out);
+    memset(&zs, 0, sizeof(zs));
+    /* 16 + MAX_WBITS: a gzip wrapper only, as Content-Encoding says. */
+    assert_int_equal(inflateInit2(&zs, 16 + MAX_WBITS), Z_OK);
+    zs.next_in = (Bytef *)in;
+    zs.avail_in = (uInt)len;
+    for (int round = 0; round < 64 && zrc == Z_OK; round++) {
+        if (zs.total_out == cap) {
+            cap *= 2;
+            out = realloc(out, cap + 1);
+            assert_non_null(out);
+        }
+        zs.next_out = (Bytef *)out + zs.total_out;
+        zs.avail_out = (uInt)(cap - zs.total_out);
+        zrc = inflate(&zs, Z_NO_FLUSH);
+    }
+    *out_len = zs.total_out;
+    inflateEnd(&zs);
+    if (zrc != Z_STREAM_END || zs.avail_in != 0) {
+        free(out);
+        return NULL;
+    }
+    out[*out_len] = '\0';
+    return out;
+}
+
+/*
+ * Reads an ExportTraceServiceRequest made of framed items (0x0a, varint
+ * length, bytes) and returns the names of the items (see add_item),
+ * comma-separated, or "framing error".
+ */
+static char *frame_names(const unsigned char *b, size_t len)
+{
+    char names[512] = "";
+    size_t used = 0;
+    size_t pos = 0;
+
+    while (pos < len) {
+        uint64_t item_len = 0;
+        const char *name;
+        size_t name_len;
+
+        if (b[pos++] != 0x0a) {
+            return strdup("framing error");
+        }
+        for (int shift = 0;; shift += 7) {
+            if (pos >= len || shift > 56) {
+                return strdup("framing error");
+            }
+            item_len |= (uint64_t)(b[pos] & 0x7f) << shift;
+            if (!(b[pos++] & 0x80)) {
+                break;
+            }
+        }
+        if (item_len > len - pos) {
+            return strdup("framing error");
+        }
+        name = memmem(b + pos, (size_t)item_len, "item:", 5);
+        if (!name) {
+            return strdup("framing error");
+        }
+        name += 5;
+        name_len = strcspn(name, "|");
+        used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%.*s",
+                                 used ? "," : "", (int)name_len, name);
+        assert_true(used < sizeof(names));
+        pos += (size_t)item_len;
+    }
+    return strdup(names);
+}
+
+/* Keeps the request's headers and, for gzip, the inflated body. */
+static void keep_request(struct fake_server *s, int idx, const char *head,
+                         char *body, size_t body_len)
+{
+    const char *v = strchr(head, ' ');
+
+    s->path[idx] = v ? strndup(v + 1, strcspn(v + 1, " ")) : NULL;
+    s->auth[idx] = header_copy(head, "Authorization");
+    s->ctype[idx] = header_copy(head, "Content-Type");
+    s->cenc[idx] = header_copy(head, "Content-Encoding");
+    s->ingest_version[idx] = header_copy(head, "x-langfuse-ingestion-version");
+    s->sdk_name[idx] = header_copy(head, "x-langfuse-sdk-name");
+    s->sdk_version[idx] = header_copy(head, "x-langfuse-sdk-version");
+    if (s->cenc[idx] && strcmp(s->cenc[idx], "gzip") == 0) {
+        size_t plain_len = 0;
+        char *plain = gunzip_body(body, body_len, &plain_len);
+
+        free(body);
+        body = plain ? plain : strdup("not gzip");
+        body_len = plain ? plain_len : strlen(body);
+    }
+    s->bodies[idx] = body;
+    s->body_len[idx] = body_len;
+    if (s->path[idx] && strstr(s->path[idx], "/otel/")) {
+        s->items[idx] = frame_names((const unsigned char *)body, body_len);
+    }
 }
 
 /* Reads one request from |fd| into the server's slots. Returns 0 on EOF. */
@@ -729,12 +902,10 @@ static int serve_one(struct fake_server *s, int fd)
         free(body);
         return 0;
     }
-    s->bodies[idx] = body;
-    v = header_value(head, "Authorization", &vlen);
-    s->auth[idx] = v ? strndup(v, vlen) : NULL;
-    v = strchr(head, ' ');
-    s->path[idx] = v ? strndup(v + 1, strcspn(v + 1, " ")) : NULL;
-    if (s->refuse_marker && strstr(body, s->refuse_marker)) {
+    keep_request(s, idx, head, body, body_len);
+    if (s->refuse_marker &&
+        memmem(s->bodies[idx], s->body_len[idx], s->refuse_marker,
+               strlen(s->refuse_marker))) {
         answer = s->refusal;
     } else if ((size_t)idx < s->n_answers) {
         answer = s->answers[idx];
@@ -806,6 +977,12 @@ static void server_free(struct fake_server *s)
         free(s->bodies[i]);
         free(s->auth[i]);
         free(s->path[i]);
+        free(s->ctype[i]);
+        free(s->cenc[i]);
+        free(s->ingest_version[i]);
+        free(s->sdk_name[i]);
+        free(s->sdk_version[i]);
+        free(s->items[i]);
     }
 }
 
@@ -1407,6 +1584,464 @@ static void test_exporter_stop_gives_up_after_timeout(void **state)
     o2l_exporter_destroy(ex);
 }
 
+/* ---- event types Langfuse v4 refuses on the ingestion API ---------- */
+
+static void record_refused(void *arg)
+{
+    struct settle_log *sl = arg;
+
+    pthread_mutex_lock(&sl->mu);
+    sl->refused_calls++;
+    pthread_mutex_unlock(&sl->mu);
+}
+
+static int refused_calls(struct settle_log *sl)
+{
+    int n;
+
+    pthread_mutex_lock(&sl->mu);
+    n = sl->refused_calls;
+    pthread_mutex_unlock(&sl->mu);
+    return n;
+}
+
+/* A 207 as Langfuse v4 gives it for a mixed batch (see refused_batch). */
+static const char v4_results[] =
+    "{\"successes\":[{\"id\":\"gen1\",\"status\":201}],"
+    "\"errors\":[{\"id\":\"tr1\",\"status\":400,"
+    "\"message\":\"Event type not accepted: trace-create\"},"
+    "{\"id\":\"sp1\",\"status\":400,\"message\":\"Event type not accepted\"},"
+    "{\"id\":\"sc1\",\"status\":400,\"message\":\"Event type NOT ACCEPTED\"}]}";
+
+static void refused_batch(struct o2l_event_list *l)
+{
+    add_typed_event(l, "tr1", "trace-create");
+    add_typed_event(l, "sp1", "span-create");
+    add_typed_event(l, "sc1", "score-create");
+    add_typed_event(l, "gen1", "generation-create");
+}
+
+static void test_exporter_refused_type_is_kept_and_pauses(void **state)
+{
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    struct settle_log sl;
+    char url[64];
+    char *answer;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    settle_log_init(&sl);
+    answer = make_answer("207 Multi-Status", v4_results);
+    s.fallback = answer;
+    server_start(&s);
+    http_config(&s, url, sizeof(url), &cfg);
+    settle_to(&cfg, &sl);
+    cfg.on_type_refused = record_refused;
+    /* Long enough that the kept events are not sent again in the test. */
+    cfg.auth_retry_ms = 60000;
+    cfg.leave_queued_on_stop = true;
+    ex = start_exporter(&cfg);
+
+    refused_batch(&l);
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    for (int i = 0; i < 1000 && refused_calls(&sl) == 0; i++) {
+        usleep(10000);
+    }
+    wait_settled(ex, 2);
+    o2l_exporter_stats(ex, &st);
+    assert_int_equal(st.queue_events, 2);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    /* Told once for the one pause; the two events stayed queued. */
+    assert_int_equal(sl.refused_calls, 1);
+    assert_int_equal(atomic_load(&s.n_requests), 1);
+    assert_int_equal(st.events_delivered, 1);
+    assert_int_equal(st.events_rejected, 1);
+    assert_int_equal(st.events_retried, 0);
+    assert_int_equal(st.events_left, 2);
+    assert_int_equal(st.events_dropped, 0);
+
+    /* Settled: the generation, and the score (still ingested, so its
+     * refusal is final); never the trace or the span. */
+    assert_int_equal(sl.n, 2);
+    assert_int_equal(sl.kind[settled_index(&sl, "gen1")],
+                     O2L_SETTLED_DELIVERED);
+    assert_int_equal(sl.kind[settled_index(&sl, "sc1")], O2L_SETTLED_REJECTED);
+    for (size_t i = 0; i < sl.n; i++) {
+        assert_string_not_equal(sl.id[i], "tr1");
+        assert_string_not_equal(sl.id[i], "sp1");
+    }
+    server_free(&s);
+    settle_log_free(&sl);
+    free(answer);
+}
+
+static void
+test_exporter_refused_type_without_callback_dead_letters(void **state)
+{
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    struct settle_log sl;
+    char url[64];
+    char *answer;
+    size_t i;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    settle_log_init(&sl);
+    answer = make_answer("207 Multi-Status", v4_results);
+    s.fallback = answer;
+    server_start(&s);
+    http_config(&s, url, sizeof(url), &cfg);
+    settle_to(&cfg, &sl);
+    ex = start_exporter(&cfg);
+
+    refused_batch(&l);
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 4);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_int_equal(atomic_load(&s.n_requests), 1);
+    assert_int_equal(st.events_delivered, 1);
+    assert_int_equal(st.events_rejected, 3);
+    assert_int_equal(sl.refused_calls, 0);
+    i = settled_index(&sl, "tr1");
+    assert_int_equal(sl.kind[i], O2L_SETTLED_REJECTED);
+    assert_int_equal(sl.status[i], 400);
+    assert_string_equal(sl.message[i], "Event type not accepted: trace-create");
+    assert_int_equal(sl.kind[settled_index(&sl, "sp1")], O2L_SETTLED_REJECTED);
+    server_free(&s);
+    settle_log_free(&sl);
+    free(answer);
+}
+
+/* ---- the OTLP output ------------------------------------------------ */
+
+static const char otlp_ok[] = "HTTP/1.1 200 OK\r\n"
+                              "Content-Type: application/json\r\n"
+                              "Content-Length: 2\r\n\r\n{}";
+
+static void otlp_config(struct fake_server *s, char *url, size_t url_len,
+                        struct o2l_exporter_config *cfg)
+{
+    http_config(s, url, url_len, cfg);
+    cfg->output = O2L_OUTPUT_OTLP;
+}
+
+static void test_exporter_otlp_sends_gzipped_framed_items(void **state)
+{
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    struct settle_log sl;
+    char url[64];
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    settle_log_init(&sl);
+    s.fallback = otlp_ok;
+    server_start(&s);
+    otlp_config(&s, url, sizeof(url), &cfg);
+    settle_to(&cfg, &sl);
+    ex = start_exporter(&cfg);
+
+    /* One item long enough for a two-byte length varint. */
+    add_item(&l, "a", 40, false);
+    add_item(&l, "b", 300, false);
+    add_item(&l, "c", 64, true);
+    l.items[1].tag = 7;
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 3);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_int_equal(atomic_load(&s.n_requests), 1);
+    assert_string_equal(s.path[0], "/api/public/otel/v1/traces");
+    assert_string_equal(s.ctype[0], "application/x-protobuf");
+    assert_string_equal(s.cenc[0], "gzip");
+    assert_string_equal(s.ingest_version[0], "4");
+    assert_string_equal(s.sdk_name[0], "otel2langfuse");
+    assert_non_null(s.sdk_version[0]);
+    assert_string_equal(s.auth[0], "Basic cGstbGYtdGVzdDpzay1sZi10ZXN0");
+    /* Gunzipped: three framed items, in order, nothing else. */
+    assert_string_equal(s.items[0], "a,b,c");
+    assert_int_equal(s.body_len[0],
+                     (1 + 1 + 40) + (1 + 2 + 300) + (1 + 1 + 64));
+
+    assert_int_equal(st.events_delivered, 3);
+    assert_int_equal(st.requests_sent, 1);
+    assert_int_equal(st.requests_failed, 0);
+    assert_int_equal(sl.n, 3);
+    assert_int_equal(sl.kind[settled_index(&sl, "b")], O2L_SETTLED_DELIVERED);
+    assert_int_equal(sl.tag[settled_index(&sl, "b")], 7);
+    server_free(&s);
+    settle_log_free(&sl);
+}
+
+static void test_exporter_otlp_retries_server_errors(void **state)
+{
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    char url[64];
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    s.answers[0] = "HTTP/1.1 500 Internal Server Error\r\n"
+                   "Content-Length: 0\r\n\r\n";
+    s.n_answers = 1;
+    s.fallback = otlp_ok;
+    server_start(&s);
+    otlp_config(&s, url, sizeof(url), &cfg);
+    ex = start_exporter(&cfg);
+
+    add_item(&l, "r1", 48, false);
+    add_item(&l, "r2", 48, false);
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 2);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_int_equal(atomic_load(&s.n_requests), 2);
+    assert_string_equal(s.items[0], "r1,r2");
+    assert_string_equal(s.items[1], "r1,r2");
+    assert_int_equal(st.requests_failed, 1);
+    assert_int_equal(st.events_retried, 2);
+    assert_int_equal(st.events_delivered, 2);
+    assert_int_equal(st.events_rejected, 0);
+    server_free(&s);
+}
+
+/* A 400 for the request: halving finds the item, which is dead-lettered. */
+static void test_exporter_otlp_refused_item_is_split_out(void **state)
+{
+    static const char *const names[] = {"a", "bad", "c", "d"};
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    struct settle_log sl;
+    char url[64];
+    char *refused;
+    size_t i;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    settle_log_init(&sl);
+    refused = make_answer("400 Bad Request",
+                          "{\"message\":\"span has no trace id\"}");
+    s.refuse_marker = "item:bad|";
+    s.refusal = refused;
+    s.fallback = otlp_ok;
+    server_start(&s);
+    otlp_config(&s, url, sizeof(url), &cfg);
+    settle_to(&cfg, &sl);
+    ex = start_exporter(&cfg);
+
+    for (i = 0; i < O2L_ARRAY_LEN(names); i++) {
+        add_item(&l, names[i], 50, false);
+    }
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 4);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    /* [a bad c d], [a bad], [a], [bad], [c d] */
+    assert_int_equal(atomic_load(&s.n_requests), 5);
+    assert_string_equal(s.items[0], "a,bad,c,d");
+    assert_string_equal(s.items[1], "a,bad");
+    assert_string_equal(s.items[2], "a");
+    assert_string_equal(s.items[3], "bad");
+    assert_string_equal(s.items[4], "c,d");
+    assert_int_equal(st.events_delivered, 3);
+    assert_int_equal(st.events_rejected, 1);
+
+    assert_int_equal(sl.mixed, 0);
+    i = settled_index(&sl, "bad");
+    assert_int_equal(sl.kind[i], O2L_SETTLED_REJECTED);
+    assert_int_equal(sl.status[i], 400);
+    assert_non_null(sl.message[i]);
+    assert_non_null(strstr(sl.message[i], "span has no trace id"));
+    assert_int_equal(sl.kind[settled_index(&sl, "d")], O2L_SETTLED_DELIVERED);
+    server_free(&s);
+    settle_log_free(&sl);
+    free(refused);
+}
+
+static void test_exporter_otlp_413_splits(void **state)
+{
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    char url[64];
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    s.answers[0] = "HTTP/1.1 413 Payload Too Large\r\n"
+                   "Content-Length: 0\r\n\r\n";
+    s.n_answers = 1;
+    s.fallback = otlp_ok;
+    server_start(&s);
+    otlp_config(&s, url, sizeof(url), &cfg);
+    ex = start_exporter(&cfg);
+
+    add_item(&l, "big1", 200, true);
+    add_item(&l, "big2", 200, true);
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 2);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_int_equal(atomic_load(&s.n_requests), 3);
+    assert_string_equal(s.items[1], "big1");
+    assert_string_equal(s.items[2], "big2");
+    assert_int_equal(st.events_delivered, 2);
+    assert_int_equal(st.events_rejected, 0);
+    server_free(&s);
+}
+
+/* A body over 4 MB once gzipped is split before it is sent. */
+static void test_exporter_otlp_splits_bodies_over_4mb(void **state)
+{
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    char url[64];
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    s.fallback = otlp_ok;
+    server_start(&s);
+    otlp_config(&s, url, sizeof(url), &cfg);
+    cfg.batch_max_bytes = 8 * 1000 * 1000;
+    ex = start_exporter(&cfg);
+
+    /* Random bytes: gzip keeps them at about 2.1 MB each. */
+    add_item(&l, "n1", 2100 * 1000, true);
+    add_item(&l, "n2", 2100 * 1000, true);
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 2);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_int_equal(atomic_load(&s.n_requests), 2);
+    assert_string_equal(s.items[0], "n1");
+    assert_string_equal(s.items[1], "n2");
+    assert_int_equal(st.requests_failed, 0);
+    assert_int_equal(st.events_delivered, 2);
+    server_free(&s);
+}
+
+/* Reads what |f| holds so far into a NUL-terminated buffer; free() it. */
+static char *read_log(FILE *f)
+{
+    long size;
+    char *text;
+
+    assert_int_equal(fflush(f), 0);
+    size = ftell(f);
+    assert_true(size >= 0);
+    text = calloc(1, (size_t)size + 1);
+    assert_non_null(text);
+    rewind(f);
+    assert_int_equal(fread(text, 1, (size_t)size, f), (size_t)size);
+    return text;
+}
+
+/* Spans rejected in a 2xx are logged; the items count as delivered. */
+static void test_exporter_otlp_partial_success_is_delivered(void **state)
+{
+    /* ExportTraceServiceResponse{partial_success{rejected_spans: 2}} */
+    static const char pb_answer[] =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\n"
+        "Content-Length: 4\r\n\r\n\x0a\x02\x08\x02";
+    struct o2l_log warn_log = {O2L_LOG_WARN, NULL};
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    char url[64];
+    char *json_answer;
+    char *logged;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    json_answer =
+        make_answer("200 OK", "{\"partialSuccess\":{\"rejectedSpans\":\"1\","
+                              "\"errorMessage\":\"span too old\"}}");
+    s.answers[0] = json_answer;
+    s.answers[1] = pb_answer;
+    s.n_answers = 2;
+    server_start(&s);
+    otlp_config(&s, url, sizeof(url), &cfg);
+    warn_log.out = tmpfile();
+    assert_non_null(warn_log.out);
+    ex = o2l_exporter_create(&cfg, &warn_log);
+    assert_non_null(ex);
+    assert_int_equal(o2l_exporter_start(ex), O2L_OK);
+
+    add_item(&l, "p1", 40, false);
+    add_item(&l, "p2", 40, false);
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 2);
+    add_item(&l, "p3", 40, false);
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_settled(ex, 3);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_int_equal(atomic_load(&s.n_requests), 2);
+    assert_int_equal(st.events_delivered, 3);
+    assert_int_equal(st.events_rejected, 0);
+    assert_int_equal(st.events_retried, 0);
+    logged = read_log(warn_log.out);
+    assert_non_null(strstr(logged, "rejected spans=1 of items=2"));
+    assert_non_null(strstr(logged, "span too old"));
+    assert_non_null(strstr(logged, "rejected spans=2 of items=1"));
+    /* Neither the secret nor the Authorization header is ever logged. */
+    assert_null(strstr(logged, "sk-lf-test"));
+    assert_null(strstr(logged, "cGstbGYtdGVzdDpzay1sZi10ZXN0"));
+    free(logged);
+    fclose(warn_log.out);
+    server_free(&s);
+    free(json_answer);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1433,6 +2068,15 @@ int main(void)
         cmocka_unit_test(test_exporter_leave_queued_on_stop),
         cmocka_unit_test(test_exporter_retry_multiplier),
         cmocka_unit_test(test_exporter_stop_gives_up_after_timeout),
+        cmocka_unit_test(test_exporter_refused_type_is_kept_and_pauses),
+        cmocka_unit_test(
+            test_exporter_refused_type_without_callback_dead_letters),
+        cmocka_unit_test(test_exporter_otlp_sends_gzipped_framed_items),
+        cmocka_unit_test(test_exporter_otlp_retries_server_errors),
+        cmocka_unit_test(test_exporter_otlp_refused_item_is_split_out),
+        cmocka_unit_test(test_exporter_otlp_413_splits),
+        cmocka_unit_test(test_exporter_otlp_splits_bodies_over_4mb),
+        cmocka_unit_test(test_exporter_otlp_partial_success_is_delivered),
     };
 
     o2l_mem_init();

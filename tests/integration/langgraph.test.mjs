@@ -9,8 +9,9 @@ import { after, before, describe, test } from 'node:test';
 
 import { FINAL_ANSWER, GRAPH_NAME, MODEL_NAME, TOOL_NAME, USAGE } from './app/script.mjs';
 import { checkGraphTrace, SPANS_PER_RUN } from './lib/langgraph_checks.mjs';
-import { forTrace, runApp, startDaemon, startFakeLangfuse, summarize, traceIds, waitForTrace } from './lib/harness.mjs';
+import { forTrace, runApp, startDaemon, startFakeLangfuse, summarize, traceIds, waitFor, waitForTrace } from './lib/harness.mjs';
 import { attrs, startCapture } from './lib/otlp_capture.mjs';
+import { eventsFromSpans, missingTraceFacts } from './lib/otlp_view.mjs';
 
 const INSTRUMENTATIONS = ['openinference', 'langfuse'];
 const PROTOCOLS = ['http/json', 'http/protobuf'];
@@ -127,6 +128,66 @@ describe('LangGraph through otel2langfuse into Langfuse', { skip: haveDaemon ? f
                 checkGraphTrace(c.inst, traceId, forTrace(all, traceId));
             } catch (err) {
                 err.message += `\n--- events ---\n${summarize(fake.events())}\n--- daemon log (tail) ---\n${daemon.logTail(80)}`;
+                throw err;
+            }
+        });
+    }
+});
+
+describe('LangGraph into Langfuse v4, output chosen automatically', { skip: haveDaemon ? false : 'O2L_BIN is not set' }, () => {
+    let fake;
+    let daemon;
+
+    before(async () => {
+        fake = await startFakeLangfuse({ version: '4.0.0' });
+        // O2L_OUTPUT is not set: the daemon asks the server and picks OTLP.
+        daemon = await startDaemon({ langfuseUrl: fake.url, name: 'langgraph-v4' });
+    });
+
+    after(async () => {
+        let stopError = null;
+        if (daemon) {
+            try {
+                await daemon.stop();
+            } catch (err) {
+                stopError = err;
+            }
+        }
+        if (fake) await fake.close();
+        if (stopError) throw stopError;
+    });
+
+    const cases = [
+        { inst: 'openinference', proto: 'http/protobuf', gzip: true, propagate: false },
+        { inst: 'openinference', proto: 'http/json', gzip: false, propagate: false },
+        { inst: 'langfuse', proto: 'http/protobuf', gzip: false, propagate: false },
+        { inst: 'langfuse', proto: 'http/json', gzip: true, propagate: true },
+    ];
+    for (const c of cases) {
+        test(label(c.inst, c.proto, c.gzip, c.propagate ? ' propagated' : ''), { timeout: 120000 }, async () => {
+            fake.reset();
+            try {
+                const run = await runApp({ instrumentation: c.inst, protocol: c.proto, url: daemon.url, gzip: c.gzip, propagate: c.propagate });
+                assert.equal(run.code, 0, appFailure(run));
+                assert.equal(run.result.answer, FINAL_ANSWER);
+
+                await waitFor(() => fake.spans().length >= SPANS_PER_RUN, {
+                    timeoutMs: 20000,
+                    what: `${SPANS_PER_RUN} spans on the OTLP route`,
+                    describe: () => `${fake.spans().length} spans; daemon log:\n${daemon.logTail(30)}`,
+                });
+                await new Promise((r) => setTimeout(r, 500));
+                const spans = fake.spans();
+                assert.equal(spans.length, SPANS_PER_RUN, 'each span delivered once');
+                assert.deepEqual(fake.events(), [], 'nothing accepted on the ingestion route');
+                for (const r of fake.requests().filter((q) => q.route === 'otlp')) {
+                    assert.equal(r.ingestionVersion, '4', 'x-langfuse-ingestion-version: 4');
+                }
+                assert.equal(missingTraceFacts(spans), null, 'every span carries user, session and trace name');
+                const traceId = spans[0].traceId;
+                checkGraphTrace(c.inst, traceId, eventsFromSpans(spans));
+            } catch (err) {
+                err.message += `\n--- spans ---\n${fake.spans().map((s) => `${s.name} ${JSON.stringify(s.attributes['langfuse.observation.type'])}`).join('\n')}\n--- daemon log (tail) ---\n${daemon.logTail(80)}`;
                 throw err;
             }
         });

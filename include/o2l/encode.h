@@ -50,6 +50,9 @@ int o2l_encode_ingestion(const struct o2l_mapped *m, size_t max_event_bytes,
  */
 int o2l_event_list_move(struct o2l_event_list *dst, struct o2l_event_list *src);
 
+/* Makes room for |more| items. Returns O2L_OK or O2L_ENOMEM. */
+int o2l_event_list_reserve(struct o2l_event_list *l, size_t more);
+
 /* Frees the items and the array; leaves |l| empty. Accepts NULL. */
 void o2l_event_list_clear(struct o2l_event_list *l);
 

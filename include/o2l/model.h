@@ -74,6 +74,10 @@ struct o2l_observation {
     char *prompt_name;       /* set only together with prompt_version */
     int64_t prompt_version;
     uint64_t envelope_ns; /* envelope timestamp (latest end time) */
+    bool usage_dropped;   /* the agent rule removed model, usage and cost
+                             (its children carry them) */
+    bool agent_operation; /* gen_ai.operation.name is invoke_agent or
+                             agent_step */
 };
 
 struct o2l_trace {

@@ -523,7 +523,7 @@ static void trim_event(struct jbuf *b, struct span_ref *refs, size_t max)
     }
 }
 
-static int list_reserve(struct o2l_event_list *l, size_t more)
+int o2l_event_list_reserve(struct o2l_event_list *l, size_t more)
 {
     struct o2l_event *items;
     size_t cap;
@@ -558,7 +558,7 @@ static int list_take(struct o2l_event_list *out, struct jbuf *b,
     if (b->oom) {
         return O2L_ENOMEM;
     }
-    rc = list_reserve(out, 1);
+    rc = o2l_event_list_reserve(out, 1);
     if (rc != O2L_OK) {
         return rc;
     }
@@ -630,7 +630,7 @@ int o2l_encode_ingestion(const struct o2l_mapped *m, size_t max_event_bytes,
     size_t j = 0;
     int rc = O2L_OK;
 
-    rc = list_reserve(out, m->n_traces + m->n_obs);
+    rc = o2l_event_list_reserve(out, m->n_traces + m->n_obs);
     if (rc != O2L_OK) {
         goto out;
     }
@@ -678,7 +678,7 @@ int o2l_event_list_move(struct o2l_event_list *dst, struct o2l_event_list *src)
         memset(src, 0, sizeof(*src));
         return O2L_OK;
     }
-    rc = list_reserve(dst, src->len);
+    rc = o2l_event_list_reserve(dst, src->len);
     if (rc != O2L_OK) {
         return rc;
     }

@@ -9,6 +9,7 @@
 
 #include "o2l/common.h"
 #include "o2l/map_util.h"
+#include "o2l/otlp_util.h"
 #include "opentelemetry/proto/trace/v1/trace.pb-c.h"
 
 /* Short names for the generated message types. */
@@ -212,11 +213,6 @@ static const char *span_key(const void *ctx, size_t i)
     return ((const struct o2l_export *)ctx)->spans[i].span_id;
 }
 
-static const char *obs_key(const void *ctx, size_t i)
-{
-    return ((const struct o2l_mapped *)ctx)->obs[i].id;
-}
-
 static const char *trace_key(const void *ctx, size_t i)
 {
     return ((const struct o2l_mapped *)ctx)->traces[i].id;
@@ -339,80 +335,30 @@ static int find_traces(struct enc *e)
     return O2L_OK;
 }
 
-static bool is_agent_operation(const struct o2l_span *s)
-{
-    const char *op = s ? o2l_mu_str(s->attrs, "gen_ai.operation.name") : NULL;
-
-    return op &&
-           (strcmp(op, "invoke_agent") == 0 || strcmp(op, "agent_step") == 0);
-}
-
 /*
- * Repeats the map stage's agent rule to learn where it applied: an agent
- * span above a GENERATION or EMBEDDING with usage lost its model, usage
- * and cost, and gets an explicit empty usage so that Langfuse does not
- * infer them again from the original keys. An invoke_agent or agent_step
- * span that kept them hides its operation name, for which Langfuse would
- * discard them.
+ * Where the map stage's agent rule applied: an agent span above a
+ * GENERATION or EMBEDDING with usage lost its model, usage and cost, and
+ * gets an explicit empty usage so that Langfuse does not infer them again
+ * from the original keys. An invoke_agent or agent_step span that kept
+ * them hides its operation name, for which Langfuse would discard them.
  */
-static int mark_agents(struct enc *e)
+static void mark_agents(struct enc *e)
 {
-    struct id_table t = {NULL, 0};
     const struct o2l_mapped *m = e->m;
-    bool *below = NULL;
-    int rc;
 
-    rc = table_build(&t, m->n_obs, m, obs_key);
-    if (rc != O2L_OK) {
-        goto out;
-    }
-    below = o2l_calloc(m->n_obs ? m->n_obs : 1, sizeof(*below));
-    if (!below) {
-        rc = O2L_ENOMEM;
-        goto out;
-    }
     for (size_t i = 0; i < m->n_obs; i++) {
         const struct o2l_observation *o = &m->obs[i];
-        const char *parent = o->parent_id;
-
-        if ((o->type != O2L_OBS_GENERATION && o->type != O2L_OBS_EMBEDDING) ||
-            !o->usage_details || is_span_event(o)) {
-            continue;
-        }
-        /* Each ancestor is marked once, which also ends parent cycles. */
-        while (parent[0]) {
-            size_t pos = SIZE_MAX;
-            size_t p;
-
-            do {
-                p = table_next(&t, m, obs_key, parent, &pos);
-            } while (p != SIZE_MAX &&
-                     strcmp(m->obs[p].trace_id, o->trace_id) != 0);
-            if (p == SIZE_MAX || below[p]) {
-                break;
-            }
-            below[p] = true;
-            parent = m->obs[p].parent_id;
-        }
-    }
-    for (size_t i = 0; i < m->n_obs; i++) {
-        const struct o2l_observation *o = &m->obs[i];
-        bool op = is_agent_operation(e->obs_span[i]);
 
         if (is_span_event(o)) {
             continue;
         }
-        if (below[i] && (o->type == O2L_OBS_AGENT || op)) {
+        if (o->usage_dropped) {
             e->obs_flags[i] |= OBS_USAGE_DROPPED;
-        } else if (op && (o->model || o->usage_details || o->cost_details)) {
+        } else if (o->agent_operation &&
+                   (o->model || o->usage_details || o->cost_details)) {
             e->obs_flags[i] |= OBS_MOVE_OPERATION;
         }
     }
-
-out:
-    o2l_free(below);
-    o2l_free(t.slots);
-    return rc;
 }
 
 static int enc_init(struct enc *e, const struct o2l_export *ex,
@@ -439,7 +385,7 @@ static int enc_init(struct enc *e, const struct o2l_export *ex,
         rc = find_traces(e);
     }
     if (rc == O2L_OK) {
-        rc = mark_agents(e);
+        mark_agents(e);
     }
     return rc;
 }
@@ -1085,33 +1031,12 @@ static int put_originals(struct attr_list *l, const struct item_ctx *c)
 
 /* ---- one ResourceSpans ------------------------------------------------- */
 
-static int hex_nibble(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 /* |n| bytes from 2n hex digits at |s|; false when they are not hex. */
 static bool hex_bytes(const char *s, uint8_t *out, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        int hi = hex_nibble(s[2 * i]);
-        int lo = hi < 0 ? -1 : hex_nibble(s[2 * i + 1]);
+    size_t got = 0;
 
-        if (lo < 0) {
-            return false;
-        }
-        out[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return true;
+    return o2l_otlp_hex_decode(s, 2 * n, out, n, &got) && got == n;
 }
 
 /* The ids of one output span, in bytes. */
@@ -1254,27 +1179,6 @@ static int build_span(struct enc *e, const struct item_ctx *c, bool child,
     return build_attrs(e, c, child, sp);
 }
 
-static int list_reserve(struct o2l_event_list *l, size_t more)
-{
-    struct o2l_event *items;
-    size_t cap;
-
-    if (l->len + more <= l->cap) {
-        return O2L_OK;
-    }
-    cap = l->cap ? l->cap : 16;
-    while (cap < l->len + more) {
-        cap *= 2;
-    }
-    items = o2l_realloc(l->items, cap * sizeof(*items));
-    if (!items) {
-        return O2L_ENOMEM;
-    }
-    l->items = items;
-    l->cap = cap;
-    return O2L_OK;
-}
-
 /* Packs |rs| and appends it as one item of |out|. */
 static int append_item(const pb_resource_spans *rs,
                        const struct o2l_observation *o,
@@ -1286,7 +1190,7 @@ static int append_item(const pb_resource_spans *rs,
     size_t len;
     int rc;
 
-    rc = list_reserve(out, 1);
+    rc = o2l_event_list_reserve(out, 1);
     if (rc != O2L_OK) {
         return rc;
     }
@@ -1385,7 +1289,7 @@ int o2l_encode_otlp(const struct o2l_export *ex, const struct o2l_mapped *m,
     }
     rc = enc_init(&e, ex, m, cfg ? cfg->keep_original : true);
     if (rc == O2L_OK) {
-        rc = list_reserve(out, m->n_obs);
+        rc = o2l_event_list_reserve(out, m->n_obs);
     }
     for (size_t i = 0; i < m->n_obs && rc == O2L_OK; i++) {
         rc = encode_one(&e, i, out);

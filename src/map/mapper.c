@@ -258,13 +258,15 @@ static size_t index_find(const struct id_index *ix, const struct group *g,
     return SIZE_MAX;
 }
 
+/* Marks agent operations; true for spans the agent rule applies to. */
 static bool is_agent_span(const struct sref *r)
 {
     const char *op = o2l_mu_str(r->s->attrs, "gen_ai.operation.name");
 
-    return r->obs->type == O2L_OBS_AGENT ||
-           (op &&
-            (strcmp(op, "invoke_agent") == 0 || strcmp(op, "agent_step") == 0));
+    r->obs->agent_operation =
+        op &&
+        (strcmp(op, "invoke_agent") == 0 || strcmp(op, "agent_step") == 0);
+    return r->obs->type == O2L_OBS_AGENT || r->obs->agent_operation;
 }
 
 static int agent_rule(const struct group *g)
@@ -301,7 +303,8 @@ static int agent_rule(const struct group *g)
     for (size_t i = 0; i < g->n; i++) {
         struct o2l_observation *o = g->refs[i].obs;
 
-        if (below[i] && is_agent_span(&g->refs[i])) {
+        if (is_agent_span(&g->refs[i]) && below[i]) {
+            o->usage_dropped = true;
             cJSON_Delete(o->usage_details);
             cJSON_Delete(o->cost_details);
             o2l_free(o->model);

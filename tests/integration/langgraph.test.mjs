@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { FINAL_ANSWER, GRAPH_NAME, MODEL_NAME, TOOL_NAME, USAGE } from './app/script.mjs';
 import { checkGraphTrace, SPANS_PER_RUN } from './lib/langgraph_checks.mjs';
-import { forTrace, runApp, startDaemon, startFakeLangfuse, summarize, traceIds, waitFor, waitForTrace } from './lib/harness.mjs';
+import { appFailure, forTrace, runApp, startDaemon, startFakeLangfuse, summarize, traceIds, waitFor, waitForTrace } from './lib/harness.mjs';
 import { attrs, startCapture } from './lib/otlp_capture.mjs';
 import { eventsFromSpans, missingTraceFacts } from './lib/otlp_view.mjs';
 
@@ -24,10 +24,6 @@ const SCOPE = {
 
 function label(inst, proto, gzip, extra = '') {
     return `${inst} ${proto} ${gzip ? 'gzip' : 'plain'}${extra}`;
-}
-
-function appFailure(run) {
-    return `app exit ${run.code}\nstdout:\n${run.stdout}\nstderr:\n${run.stderr}`;
 }
 
 describe('the app exports sane spans (capture server, no daemon)', () => {

@@ -17,6 +17,7 @@ import { z } from 'zod';
 import { FINAL_ANSWER, GRAPH_NAME, MODEL_NAME, QUESTION, THREAD_ID, TOOL_CALL_ID, TOOL_NAME, USAGE, USER_ID } from './script.mjs';
 
 export * from './script.mjs';
+import { makeExporter } from './otel.mjs';
 
 // Keep LangChain offline whatever the caller's environment says (LangChain
 // reads these when a run starts, so setting them after the imports is enough).
@@ -140,29 +141,6 @@ export function runConfig(extra = {}) {
     };
 }
 
-async function makeExporter(protocol, url, gzip) {
-    const compression = gzip ? 'gzip' : 'none';
-    const base = url.replace(/\/+$/, '');
-    if (protocol === 'http/json') {
-        const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-http');
-        return new OTLPTraceExporter({ url: `${base}/v1/traces`, compression, timeoutMillis: 10000 });
-    }
-    if (protocol === 'http/protobuf') {
-        const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-proto');
-        return new OTLPTraceExporter({ url: `${base}/v1/traces`, compression, timeoutMillis: 10000 });
-    }
-    if (protocol === 'grpc') {
-        const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-grpc');
-        const grpc = await import('@grpc/grpc-js');
-        return new OTLPTraceExporter({
-            url: base,
-            compression,
-            timeoutMillis: 10000,
-            credentials: grpc.credentials.createInsecure(),
-        });
-    }
-    throw new Error(`unknown protocol ${protocol}`);
-}
 
 // A span processor that copies the attributes the Langfuse SDK keeps in the
 // OpenTelemetry context (user, session, tags, ...) onto each starting span.

@@ -35,23 +35,9 @@ if (!values.url) {
 
 const { runGraph } = await import('./graph.mjs');
 
-// The exporters report failures through the OpenTelemetry diagnostic logger;
-// surface them so a failed export is visible in the test output.
-const { diag, DiagLogLevel } = await import('@opentelemetry/api');
-const exportErrors = [];
-diag.setLogger(
-    {
-        error: (...a) => {
-            exportErrors.push(a.map(String).join(' '));
-            process.stderr.write(`otel error: ${a.map(String).join(' ')}\n`);
-        },
-        warn: (...a) => process.stderr.write(`otel warn: ${a.map(String).join(' ')}\n`),
-        info: () => {},
-        debug: () => {},
-        verbose: () => {},
-    },
-    DiagLogLevel.WARN,
-);
+// Export failures show in the test output.
+const { watchExportErrors } = await import('./otel.mjs');
+const exportErrors = await watchExportErrors();
 
 try {
     const results = await runGraph({

@@ -258,23 +258,21 @@ export function readJsonLines(file) {
 }
 
 /**
- * Run the LangGraph app (app/run.mjs) once in its own node process.
- * Resolves {code, stdout, stderr, result} and rejects on a timeout.
+ * Runs one of the test apps (a script under app/) in its own node process.
+ * Resolves {code, stdout, stderr, result}, result being the JSON of the
+ * last stdout line, and rejects on a timeout.
  */
-export function runApp({ instrumentation, protocol, url, gzip = false, propagate = false, runs = 1, timeoutMs = 60000 }) {
-    const args = [path.join(IT_DIR, 'app/run.mjs'), '--instrumentation', instrumentation, '--protocol', protocol, '--url', url];
-    if (gzip) args.push('--gzip');
-    if (propagate) args.push('--propagate');
-    if (runs !== 1) args.push('--runs', String(runs));
+export function runNodeApp(script, args, { timeoutMs = 60000 } = {}) {
+    const argv = [path.join(IT_DIR, 'app', script), ...args];
     return new Promise((resolve, reject) => {
-        const child = spawn(process.execPath, args, { cwd: IT_DIR, stdio: ['ignore', 'pipe', 'pipe'], env: quietEnv() });
+        const child = spawn(process.execPath, argv, { cwd: IT_DIR, stdio: ['ignore', 'pipe', 'pipe'], env: quietEnv() });
         let stdout = '';
         let stderr = '';
         child.stdout.on('data', (d) => (stdout += d));
         child.stderr.on('data', (d) => (stderr += d));
         const timer = setTimeout(() => {
             child.kill('SIGKILL');
-            reject(new Error(`app timed out after ${timeoutMs} ms; stderr:\n${stderr}`));
+            reject(new Error(`${script} timed out after ${timeoutMs} ms; stderr:\n${stderr}`));
         }, timeoutMs);
         child.on('exit', (code) => {
             clearTimeout(timer);
@@ -287,6 +285,26 @@ export function runApp({ instrumentation, protocol, url, gzip = false, propagate
             resolve({ code, stdout, stderr, result });
         });
     });
+}
+
+/** The same for an app that takes --url, --protocol and --gzip. */
+export function runExportApp(script, { url, protocol = 'http/json', gzip = false, extra = [], timeoutMs = 60000 }) {
+    const args = ['--url', url, '--protocol', protocol, ...extra];
+    if (gzip) args.push('--gzip');
+    return runNodeApp(script, args, { timeoutMs });
+}
+
+/** The message for an app that failed. */
+export function appFailure(run) {
+    return `app exit ${run.code}\nstdout:\n${run.stdout}\nstderr:\n${run.stderr}`;
+}
+
+/** Runs the LangGraph app (app/run.mjs) once. */
+export function runApp({ instrumentation, protocol, url, gzip = false, propagate = false, runs = 1, timeoutMs = 60000 }) {
+    const extra = ['--instrumentation', instrumentation];
+    if (propagate) extra.push('--propagate');
+    if (runs !== 1) extra.push('--runs', String(runs));
+    return runExportApp('run.mjs', { url, protocol, gzip, extra, timeoutMs });
 }
 
 // ---- queries over ingestion events ({id, type, timestamp, body}) ----

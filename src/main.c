@@ -90,6 +90,12 @@ static void map_config_from(const struct o2l_config *cfg,
         (const char *const *)cfg->control_flow_exceptions;
     map->trace_id_attribute = cfg->trace_id_attribute;
     map->max_flattened_slots = (size_t)cfg->max_flattened_slots;
+    map->thread_id_keys = (const char *const *)cfg->thread_id_keys;
+    map->drop_non_llm_spans = strcmp(cfg->non_llm_spans, "drop") == 0;
+    map->llm_scopes = (const char *const *)cfg->llm_scopes;
+    map->llm_key_prefixes = (const char *const *)cfg->llm_key_prefixes;
+    map->redact = (const char *const *)cfg->redact;
+    map->redact_marker = cfg->redact_marker;
 }
 
 static int load_config(struct o2l_config *cfg, int argc, char **argv, int *rest,

@@ -43,7 +43,7 @@ struct o2l_config {
     uint64_t auth_retry_ms;
     uint64_t shutdown_timeout_ms;
     char *dead_letter_file; /* "" : dead-letter.jsonl in spool_dir */
-    char *file_sink; /* where events go without credentials */
+    char *file_sink;        /* where events go without credentials */
     bool otlp_keep_attributes;
 
     /* assemble */
@@ -63,11 +63,17 @@ struct o2l_config {
     /* log */
     char *log_level;
 
-    /* mapping */
+    /* mapping (lists are NULL-terminated) */
     bool session_from_thread_id;
-    char **control_flow_exceptions; /* NULL-terminated */
+    char **control_flow_exceptions;
     char *trace_id_attribute;
     uint64_t max_flattened_slots;
+    char **thread_id_keys;
+    char *non_llm_spans; /* "keep" or "drop" */
+    char **llm_scopes;
+    char **llm_key_prefixes;
+    char **redact;
+    char *redact_marker;
 
     char *config_file; /* the YAML file read, or NULL */
 };

@@ -28,6 +28,7 @@ struct o2l_map_ctx {
     const struct o2l_map_config *cfg;
     struct o2l_observation *obs;
     bool ai_sdk;         /* scope "ai" or an "ai." key */
+    bool genkit;         /* scope "genkit-tracer..." or a "genkit:" key */
     size_t slots_left;   /* flattened-key budget */
     size_t flat_dropped; /* flattened keys over the budget */
     /* Attribute keys (or prefixes ending in '.') taken as input or output;
@@ -146,5 +147,23 @@ int o2l_conv_misc_late_metadata(const struct o2l_map_ctx *c, cJSON *md);
  */
 int o2l_map_add_prefixed(const cJSON *attrs, const char *prefix,
                          const char *const *skip, cJSON *md);
+
+/* What a redacted value becomes when the settings name no marker. */
+#define O2L_MAP_REDACT_MARKER "[REDACTED]"
+
+/* True when |v| (an object, array or raw JSON item) holds a key that
+ * o2l_map_redact would replace. */
+bool o2l_map_redact_needed(const struct o2l_map_config *cfg, const cJSON *v);
+
+/* A new string item holding cfg->redact_marker. */
+int o2l_map_marker(const struct o2l_map_config *cfg, cJSON **out);
+
+/* OpenInference retrieval.documents.N.document.* rebuilt into a list
+ * (the output of a RETRIEVER when no output step matched). */
+int o2l_conv_openinference_documents(struct o2l_map_ctx *c, cJSON **out);
+
+/* OpenLLMetry (0.52 and older) llm.request.functions.N.* rebuilt into a
+ * list of tool definitions, "parameters" parsed. */
+int o2l_conv_openllmetry_functions(struct o2l_map_ctx *c, cJSON **out);
 
 #endif /* O2L_MAP_CONV_H */

@@ -122,6 +122,13 @@ void o2l_mu_sha256(const void *data, size_t len, uint8_t out[32]);
 int o2l_mu_flatten(const cJSON *attrs, const char *prefix, bool unwrap,
                    size_t *slots_left, size_t *dropped, cJSON **out);
 
+/*
+ * In each object element of the array |list|, the member |name| holding
+ * JSON text is replaced by the parsed value (o2l_mu_value); other members
+ * and elements are left alone. Returns O2L_OK or O2L_ENOMEM.
+ */
+int o2l_mu_parse_member(cJSON *list, const char *name);
+
 /* Usage candidates: names with the family prefix removed. */
 #define O2L_USAGE_NAME_MAX  96
 #define O2L_USAGE_CANDS_MAX 96

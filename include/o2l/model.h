@@ -108,6 +108,11 @@ struct o2l_mapped {
     size_t n_traces;
     struct o2l_observation *obs;
     size_t n_obs;
+    /* Spans left out by mapping.non_llm_spans = drop. */
+    size_t spans_dropped;
+    /* Flattened attribute keys (llm.input_messages.N..., ...) dropped
+     * because a span went over mapping.max_flattened_slots. */
+    size_t flattened_keys_dropped;
 };
 
 /* Frees |m| and everything it owns. Accepts NULL. */

@@ -12,6 +12,7 @@
 #include "o2l/common.h"
 #include "o2l/assemble.h"
 #include "o2l/exporter.h"
+#include "o2l/mapper.h"
 
 enum setting_kind {
     KIND_STRING,
@@ -80,6 +81,14 @@ static const char *check_listen_or_off(const char *v)
         return NULL;
     }
     return check_listen(v);
+}
+
+static const char *check_non_llm(const char *v)
+{
+    if (strcmp(v, "keep") == 0 || strcmp(v, "drop") == 0) {
+        return NULL;
+    }
+    return "must be keep or drop";
 }
 
 static const char *check_not_empty(const char *v)
@@ -219,6 +228,28 @@ static const struct setting settings[] = {
     {"mapping.max_flattened_slots", "O2L_MAX_FLATTENED_SLOTS",
      "--max-flattened-slots", KIND_UINT, OFF(max_flattened_slots), 1, 10000000,
      NULL, "array slots one span may rebuild from flattened keys"},
+    {"mapping.thread_id_keys", "O2L_THREAD_ID_KEYS", "--thread-id-keys",
+     KIND_LIST, OFF(thread_id_keys), 0, 0, NULL,
+     "lifted metadata keys read as the LangGraph thread id, the last "
+     "session source (comma-separated)"},
+    {"mapping.non_llm_spans", "O2L_NON_LLM_SPANS", "--non-llm-spans",
+     KIND_STRING, OFF(non_llm_spans), 0, 0, check_non_llm,
+     "keep, or drop spans that are not LLM-related (see mapping.llm_scopes "
+     "and mapping.llm_key_prefixes)"},
+    {"mapping.llm_scopes", "O2L_LLM_SCOPES", "--llm-scopes", KIND_LIST,
+     OFF(llm_scopes), 0, 0, NULL,
+     "scope name prefixes of LLM instrumentations (comma-separated)"},
+    {"mapping.llm_key_prefixes", "O2L_LLM_KEY_PREFIXES", "--llm-key-prefixes",
+     KIND_LIST, OFF(llm_key_prefixes), 0, 0, NULL,
+     "attribute key prefixes that make a span LLM-related "
+     "(comma-separated)"},
+    {"mapping.redact", "O2L_REDACT", "--redact", KIND_LIST, OFF(redact), 0, 0,
+     NULL,
+     "key names whose values are replaced in input, output and metadata "
+     "(comma-separated; default none)"},
+    {"mapping.redact_marker", "O2L_REDACT_MARKER", "--redact-marker",
+     KIND_STRING, OFF(redact_marker), 0, 0, NULL,
+     "what a redacted value becomes"},
 };
 
 static int set_string(char **slot, const char *value)
@@ -283,6 +314,51 @@ static char **split_list(const char *value)
         }
     }
     return list;
+}
+
+/* Copies a NULL-terminated list (NULL is an empty one). */
+static char **dup_list(const char *const *src)
+{
+    size_t n = 0;
+    char **list;
+
+    while (src && src[n]) {
+        n++;
+    }
+    list = o2l_calloc(n + 1, sizeof(*list));
+    for (size_t i = 0; list && i < n; i++) {
+        list[i] = o2l_strdup(src[i]);
+        if (!list[i]) {
+            free_list(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
+/* The mapping settings start from the map stage's own defaults. */
+static int mapping_defaults(struct o2l_config *cfg)
+{
+    struct o2l_map_config mc;
+
+    o2l_map_config_defaults(&mc);
+    cfg->session_from_thread_id = mc.session_from_thread_id;
+    cfg->max_flattened_slots = mc.max_flattened_slots;
+    cfg->control_flow_exceptions = dup_list(mc.control_flow_exceptions);
+    cfg->thread_id_keys = dup_list(mc.thread_id_keys);
+    cfg->llm_scopes = dup_list(mc.llm_scopes);
+    cfg->llm_key_prefixes = dup_list(mc.llm_key_prefixes);
+    cfg->redact = dup_list(mc.redact);
+    cfg->trace_id_attribute = o2l_strdup(mc.trace_id_attribute);
+    cfg->redact_marker = o2l_strdup(mc.redact_marker);
+    cfg->non_llm_spans = o2l_strdup(mc.drop_non_llm_spans ? "drop" : "keep");
+    if (!cfg->control_flow_exceptions || !cfg->thread_id_keys ||
+        !cfg->llm_scopes || !cfg->llm_key_prefixes || !cfg->redact ||
+        !cfg->trace_id_attribute || !cfg->redact_marker ||
+        !cfg->non_llm_spans) {
+        return O2L_ENOMEM;
+    }
+    return O2L_OK;
 }
 
 static int apply(struct o2l_config *cfg, const struct setting *s,
@@ -384,9 +460,6 @@ int o2l_config_defaults(struct o2l_config *cfg)
         {"spool.dir", "otel2langfuse-spool"},
         {"admin.listen", "127.0.0.1:13133"},
         {"log.level", "info"},
-        {"mapping.control_flow_exceptions",
-         "GraphInterrupt,NodeInterrupt,GraphBubbleUp,ParentCommand,Command"},
-        {"mapping.trace_id_attribute", "langfuse.trace.id"},
     };
     struct o2l_exporter_config ec;
     char err[256];
@@ -419,8 +492,9 @@ int o2l_config_defaults(struct o2l_config *cfg)
         cfg->assemble_max_traces = ac.max_traces;
         cfg->assemble_max_bytes = ac.max_bytes;
     }
-    cfg->session_from_thread_id = true;
-    cfg->max_flattened_slots = 10000;
+    if (mapping_defaults(cfg) != O2L_OK) {
+        return O2L_ENOMEM;
+    }
     for (size_t i = 0; i < O2L_ARRAY_LEN(strings); i++) {
         for (size_t j = 0; j < O2L_ARRAY_LEN(settings); j++) {
             if (strcmp(settings[j].yaml, strings[i][0]) == 0 &&
@@ -761,6 +835,15 @@ int o2l_config_validate(const struct o2l_config *cfg, char *err, size_t err_len)
                  "than export.retry_max_ms");
         return O2L_EINVAL;
     }
+    if (cfg->non_llm_spans && strcmp(cfg->non_llm_spans, "drop") == 0 &&
+        !(cfg->llm_scopes && cfg->llm_scopes[0]) &&
+        !(cfg->llm_key_prefixes && cfg->llm_key_prefixes[0])) {
+        snprintf(err, err_len,
+                 "setting mapping.non_llm_spans: drop needs "
+                 "mapping.llm_scopes or mapping.llm_key_prefixes, else "
+                 "every span is dropped");
+        return O2L_EINVAL;
+    }
     return O2L_OK;
 }
 
@@ -773,6 +856,16 @@ void o2l_config_print_help(FILE *out)
     }
     fprintf(out, "  %-28s %-28s\n      %s\n", "--config FILE", "O2L_CONFIG",
             "YAML file read before the environment and the flags");
+}
+
+static size_t list_len(char *const *list)
+{
+    size_t n = 0;
+
+    while (list && list[n]) {
+        n++;
+    }
+    return n;
 }
 
 /* Copies |url| without a user:password@ part, which may hold secrets. */
@@ -820,6 +913,11 @@ void o2l_config_log(const struct o2l_config *cfg, const struct o2l_log *log)
                  cfg->spool_sync ? "on" : "off",
                  *cfg->admin_listen ? cfg->admin_listen : "off",
                  cfg->config_file ? cfg->config_file : "(none)");
+    o2l_log_info(log, "config",
+                 "mapping non_llm_spans=%s session_from_thread_id=%s "
+                 "redact_keys=%zu",
+                 cfg->non_llm_spans, cfg->session_from_thread_id ? "on" : "off",
+                 list_len(cfg->redact));
 }
 
 void o2l_config_free(struct o2l_config *cfg)

@@ -234,7 +234,9 @@ int o2l_conv_misc_io_ai_sdk(struct o2l_map_ctx *c, bool output, cJSON **out)
 /* Table-driven input/output steps that read plain keys. */
 struct key_step {
     int step;
-    const char *scope; /* scope name prefix required, or NULL */
+    /* scope name prefix required, or NULL; "genkit-tracer" also admits
+     * spans with genkit:* keys (c->genkit) */
+    const char *scope;
     bool unquote;
     const char *in[5];
     const char *out[6];
@@ -321,7 +323,9 @@ int o2l_conv_misc_io_step(struct o2l_map_ctx *c, int step, bool output,
         if (s->step != step) {
             continue;
         }
-        if (s->scope && !o2l_mu_starts(c->scope->name, s->scope)) {
+        if (s->step == 2
+                ? !c->genkit
+                : s->scope && !o2l_mu_starts(c->scope->name, s->scope)) {
             return O2L_OK;
         }
         keys = output ? s->out : s->in;

@@ -133,3 +133,20 @@ out:
     cJSON_Delete(rebuilt);
     return rc;
 }
+
+int o2l_conv_openinference_documents(struct o2l_map_ctx *c, cJSON **out)
+{
+    int rc;
+
+    rc = o2l_mu_flatten(c->attrs, "retrieval.documents.", true, &c->slots_left,
+                        &c->flat_dropped, out);
+    if (rc == O2L_OK && *out) {
+        o2l_map_mark_used(c, "retrieval.documents.");
+        rc = o2l_mu_parse_member(*out, "metadata");
+    }
+    if (rc != O2L_OK) {
+        cJSON_Delete(*out);
+        *out = NULL;
+    }
+    return rc;
+}

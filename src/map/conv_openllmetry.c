@@ -97,3 +97,24 @@ int o2l_conv_openllmetry_metadata(const struct o2l_map_ctx *c, cJSON *md)
     return o2l_map_add_prefixed(c->attrs, "traceloop.association.properties.",
                                 NULL, md);
 }
+
+int o2l_conv_openllmetry_functions(struct o2l_map_ctx *c, cJSON **out)
+{
+    int rc;
+
+    rc = o2l_mu_flatten(c->attrs, "llm.request.functions.", false,
+                        &c->slots_left, &c->flat_dropped, out);
+    if (rc == O2L_OK && *out && !cJSON_IsArray(*out)) {
+        cJSON_Delete(*out); /* not a list of definitions */
+        *out = NULL;
+    }
+    if (rc == O2L_OK && *out) {
+        o2l_map_mark_used(c, "llm.request.functions.");
+        rc = o2l_mu_parse_member(*out, "parameters");
+    }
+    if (rc != O2L_OK) {
+        cJSON_Delete(*out);
+        *out = NULL;
+    }
+    return rc;
+}

@@ -662,3 +662,32 @@ bool o2l_mu_parse_iso(const char *s, uint64_t *out_ns)
     *out_ns = (uint64_t)secs * 1000000000u + (uint64_t)frac;
     return true;
 }
+
+int o2l_mu_parse_member(cJSON *list, const char *name)
+{
+    cJSON *el;
+    cJSON *m;
+    cJSON *parsed;
+    int rc;
+
+    cJSON_ArrayForEach(el, list)
+    {
+        m = cJSON_GetObjectItemCaseSensitive(el, name);
+        if (!cJSON_IsString(m)) {
+            continue;
+        }
+        rc = o2l_mu_value(m, false, &parsed);
+        if (rc != O2L_OK) {
+            return rc;
+        }
+        if (parsed && !cJSON_IsString(parsed)) {
+            parsed->string = m->string;
+            parsed->type |= m->type & cJSON_StringIsConst;
+            m->string = NULL;
+            cJSON_ReplaceItemViaPointer(el, m, parsed);
+        } else {
+            cJSON_Delete(parsed);
+        }
+    }
+    return O2L_OK;
+}

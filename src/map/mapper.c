@@ -22,12 +22,67 @@ static const char *const default_control_flow[] = {
     "GraphInterrupt", "NodeInterrupt", "GraphBubbleUp",
     "ParentCommand",  "Command",       NULL};
 
+static const char *const default_thread_id_keys[] = {"thread_id", NULL};
+
+/*
+ * Instrumentation scopes of the conventions in the mapping reference.
+ * The bare "opentelemetry.instrumentation." is left out on purpose: the
+ * HTTP and database instrumentations of OpenTelemetry Python share it.
+ * Other LLM instrumentations are still recognised by their keys.
+ */
+static const char *const default_llm_scopes[] = {
+    "langfuse-sdk",
+    "ai",
+    "@ai-sdk/",
+    "pydantic-ai",
+    "logfire",
+    "gcp.vertex.agent",
+    "livekit-agents",
+    "genkit-tracer",
+    "@flue/opentelemetry",
+    "openinference",
+    "@arizeai/openinference",
+    "@traceloop/",
+    "traceloop",
+    "opentelemetry.instrumentation.openai",
+    "opentelemetry.instrumentation.anthropic",
+    "opentelemetry.instrumentation.bedrock",
+    "opentelemetry.instrumentation.vertexai",
+    "opentelemetry.instrumentation.google_generativeai",
+    "opentelemetry.instrumentation.google_genai",
+    "opentelemetry.instrumentation.cohere",
+    "opentelemetry.instrumentation.mistralai",
+    "opentelemetry.instrumentation.ollama",
+    "opentelemetry.instrumentation.groq",
+    "opentelemetry.instrumentation.langchain",
+    "opentelemetry.instrumentation.llamaindex",
+    "opentelemetry.instrumentation.crewai",
+    "strands",
+    "mlflow",
+    "semantic_kernel",
+    "Microsoft.SemanticKernel",
+    "langsmith",
+    NULL};
+
+static const char *const default_llm_key_prefixes[] = {
+    "langfuse.",    "gen_ai.", "llm.",        "openinference.",
+    "traceloop.",   "ai.",     "input.value", "output.value",
+    "mlflow.",      "genkit:", "lk.",         "gcp.vertex.agent.",
+    "pydantic_ai.", "flue.",   "langsmith.",  "embedding.",
+    "retrieval.",   "tool.",   NULL};
+
 void o2l_map_config_defaults(struct o2l_map_config *cfg)
 {
     cfg->session_from_thread_id = true;
     cfg->control_flow_exceptions = default_control_flow;
     cfg->trace_id_attribute = "langfuse.trace.id";
     cfg->max_flattened_slots = 10000;
+    cfg->thread_id_keys = default_thread_id_keys;
+    cfg->drop_non_llm_spans = false;
+    cfg->llm_scopes = default_llm_scopes;
+    cfg->llm_key_prefixes = default_llm_key_prefixes;
+    cfg->redact = NULL;
+    cfg->redact_marker = O2L_MAP_REDACT_MARKER;
 }
 
 /* One span on its way through the driver. */
@@ -35,7 +90,8 @@ struct sref {
     const struct o2l_span *s;
     const struct o2l_scope *scope;
     char eff[33]; /* trace id after custom trace ids */
-    struct o2l_observation *obs;
+    bool dropped; /* mapping.non_llm_spans = drop: no observation */
+    struct o2l_observation *obs; /* NULL for a dropped span */
 };
 
 /* The spans of one trace: a range of the sorted array, with the true
@@ -104,6 +160,32 @@ static struct sref *group_at(const struct group *g, size_t k)
         return &g->refs[g->root];
     }
     return &g->refs[k - 1 < g->root ? k - 1 : k];
+}
+
+/* ---- non-LLM spans ----------------------------------------------------- */
+
+static bool starts_with_any(const char *s, const char *const *prefixes)
+{
+    for (size_t i = 0; prefixes && prefixes[i]; i++) {
+        if (o2l_mu_starts(s, prefixes[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* mapping.llm_scopes and mapping.llm_key_prefixes. */
+static bool is_llm_span(const struct sref *r, const struct o2l_map_config *cfg)
+{
+    if (starts_with_any(r->scope->name, cfg->llm_scopes)) {
+        return true;
+    }
+    for (const cJSON *a = r->s->attrs->child; a; a = a->next) {
+        if (a->string && starts_with_any(a->string, cfg->llm_key_prefixes)) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /* ---- custom trace ids -------------------------------------------------- */
@@ -263,9 +345,8 @@ static bool is_agent_span(const struct sref *r)
 {
     const char *op = o2l_mu_str(r->s->attrs, "gen_ai.operation.name");
 
-    r->obs->agent_operation =
-        op &&
-        (strcmp(op, "invoke_agent") == 0 || strcmp(op, "agent_step") == 0);
+    r->obs->agent_operation = op && (strcmp(op, "invoke_agent") == 0 ||
+                                     strcmp(op, "agent_step") == 0);
     return r->obs->type == O2L_OBS_AGENT || r->obs->agent_operation;
 }
 
@@ -288,7 +369,9 @@ static int agent_rule(const struct group *g)
         const struct o2l_observation *o = g->refs[i].obs;
         size_t p;
 
-        if ((o->type != O2L_OBS_GENERATION && o->type != O2L_OBS_EMBEDDING) ||
+        /* Dropped spans still link their children to their ancestors. */
+        if (!o ||
+            (o->type != O2L_OBS_GENERATION && o->type != O2L_OBS_EMBEDDING) ||
             !o->usage_details) {
             continue;
         }
@@ -303,7 +386,7 @@ static int agent_rule(const struct group *g)
     for (size_t i = 0; i < g->n; i++) {
         struct o2l_observation *o = g->refs[i].obs;
 
-        if (is_agent_span(&g->refs[i]) && below[i]) {
+        if (o && is_agent_span(&g->refs[i]) && below[i]) {
             o->usage_dropped = true;
             cJSON_Delete(o->usage_details);
             cJSON_Delete(o->cost_details);
@@ -374,8 +457,7 @@ static const struct fact_key session_keys[] = {
     ATTR("ai.telemetry.metadata.sessionId"),
     ATTR("ai.settings.context.sessionId"),
     LIFTED("langfuse_session_id"),
-    LIFTED("session_id"),
-    LIFTED("thread_id")}; /* last: only with session_from_thread_id */
+    LIFTED("session_id")}; /* then mapping.thread_id_keys */
 
 static const struct fact_key tag_keys[] = {ATTR("langfuse.trace.tags"),
                                            ATTR("langfuse.tags"),
@@ -405,7 +487,7 @@ static int fact_value(const struct sref *r, const struct fact_key *k,
         v = o2l_mu_get(r->scope->resource_attrs, k->key);
         break;
     case FS_LIFTED:
-        v = o2l_mu_get(r->obs->metadata, k->key);
+        v = r->obs ? o2l_mu_get(r->obs->metadata, k->key) : NULL;
         break;
     case FS_META:
         v = o2l_mu_get(r->s->attrs, k->key);
@@ -650,6 +732,11 @@ static int trace_name_io(const struct group *g, struct o2l_trace *t)
                 o2l_mu_get(group_at(g, k)->s->attrs, io_keys[side]), false,
                 io[side]);
         }
+        if (rc == O2L_OK && *io[side] &&
+            o2l_map_is_redacted(g->cfg, io_keys[side])) {
+            cJSON_Delete(*io[side]);
+            rc = o2l_map_marker(g->cfg, io[side]);
+        }
         if (rc == O2L_OK && !*io[side] && root_io[side]) {
             *io[side] = cJSON_Duplicate(root_io[side], 1);
             rc = *io[side] ? O2L_OK : O2L_ENOMEM;
@@ -691,7 +778,8 @@ static int trace_metadata(const struct group *g, struct o2l_trace *t)
     }
     cJSON_Delete(md);
     /* trace-create also carries the root observation's metadata. */
-    if (rc == O2L_OK && g->root < g->n && g->refs[g->root].obs->metadata) {
+    if (rc == O2L_OK && g->root < g->n && g->refs[g->root].obs &&
+        g->refs[g->root].obs->metadata) {
         t->ingest_metadata = cJSON_Duplicate(g->refs[g->root].obs->metadata, 1);
         rc = t->ingest_metadata ? O2L_OK : O2L_ENOMEM;
     }
@@ -725,9 +813,27 @@ static int trace_misc(const struct group *g, struct o2l_trace *t)
     return rc;
 }
 
+/* The session: the fixed keys, then each of mapping.thread_id_keys in
+ * the lifted metadata (when mapping.session_from_thread_id is on). */
+static int trace_session(const struct group *g, struct o2l_trace *t)
+{
+    const char *const *thread = g->cfg->thread_id_keys;
+    int rc;
+
+    rc =
+        fact_text(g, session_keys, O2L_ARRAY_LEN(session_keys), &t->session_id);
+    for (size_t i = 0; g->cfg->session_from_thread_id && thread && thread[i] &&
+                       rc == O2L_OK && !t->session_id;
+         i++) {
+        struct fact_key k = LIFTED(thread[i]);
+
+        rc = fact_text(g, &k, 1, &t->session_id);
+    }
+    return rc;
+}
+
 static int trace_facts(const struct group *g, struct o2l_trace *t)
 {
-    size_t n_session = O2L_ARRAY_LEN(session_keys);
     const struct sref *first = g->root < g->n ? &g->refs[g->root] : g->refs;
     int rc;
 
@@ -743,13 +849,10 @@ static int trace_facts(const struct group *g, struct o2l_trace *t)
         }
     }
     t->public_flag = -1;
-    if (!g->cfg->session_from_thread_id) {
-        n_session--;
-    }
 
     rc = fact_text(g, user_keys, O2L_ARRAY_LEN(user_keys), &t->user_id);
     if (rc == O2L_OK) {
-        rc = fact_text(g, session_keys, n_session, &t->session_id);
+        rc = trace_session(g, t);
     }
     if (rc == O2L_OK) {
         rc = trace_tags(g, t);
@@ -781,9 +884,11 @@ static size_t events_out(const struct o2l_span *s)
     return n;
 }
 
-/* Maps one span and its events into consecutive observations. */
+/* Maps one span and its events into consecutive observations; adds the
+ * flattened keys it dropped to *flat_dropped. */
 static int map_span(struct sref *r, const struct o2l_map_config *cfg,
-                    struct o2l_observation *obs, size_t *used)
+                    struct o2l_observation *obs, size_t *used,
+                    size_t *flat_dropped)
 {
     struct o2l_map_ctx c;
     size_t k = 1;
@@ -797,12 +902,8 @@ static int map_span(struct sref *r, const struct o2l_map_config *cfg,
     c.cfg = cfg;
     c.obs = obs;
     r->obs = obs;
-    /*
-     * TODO: c.flat_dropped (flattened keys over the slot budget) is not
-     * reported as a metric yet, so operators cannot see that a long
-     * message list was cut.
-     */
     rc = o2l_map_observation(&c);
+    *flat_dropped += c.flat_dropped;
     for (size_t i = 0; i < r->s->n_events && rc == O2L_OK; i++) {
         if (!o2l_conv_genai_is_content_event(r->s->events[i].name)) {
             rc = o2l_map_event(&c, i, &obs[k++]);
@@ -834,7 +935,7 @@ static int finish_observations(const struct group *g, const struct o2l_trace *t,
         size_t n = 1 + events_out(g->refs[i].s);
 
         orig = g->refs[i].s->trace_id;
-        if (strcmp(orig, t->id) == 0) {
+        if (!o || strcmp(orig, t->id) == 0) {
             continue;
         }
         for (size_t k = 0; k < n; k++) {
@@ -853,15 +954,40 @@ static int finish_observations(const struct group *g, const struct o2l_trace *t,
     return O2L_OK;
 }
 
+/* mapping.redact over what the trace and its observations carry. Runs
+ * last, so that trace facts still read the lifted metadata as sent. */
+static int redact_group(const struct group *g, struct o2l_trace *t,
+                        struct o2l_observation *first,
+                        struct o2l_observation *last)
+{
+    int rc = O2L_OK;
+
+    for (struct o2l_observation *o = first; o < last && rc == O2L_OK; o++) {
+        rc = o2l_map_redact(g->cfg, &o->input);
+        rc = rc == O2L_OK ? o2l_map_redact(g->cfg, &o->output) : rc;
+        rc = rc == O2L_OK ? o2l_map_redact(g->cfg, &o->metadata) : rc;
+        rc = rc == O2L_OK ? o2l_map_redact(g->cfg, &o->model_parameters) : rc;
+    }
+    rc = rc == O2L_OK ? o2l_map_redact(g->cfg, &t->input) : rc;
+    rc = rc == O2L_OK ? o2l_map_redact(g->cfg, &t->output) : rc;
+    rc = rc == O2L_OK ? o2l_map_redact(g->cfg, &t->metadata) : rc;
+    rc = rc == O2L_OK ? o2l_map_redact(g->cfg, &t->ingest_metadata) : rc;
+    return rc;
+}
+
 static int map_group(struct group *g, struct o2l_trace *t,
-                     struct o2l_observation *obs, size_t *n_obs)
+                     struct o2l_observation *obs, size_t *n_obs,
+                     size_t *flat_dropped)
 {
     size_t pos = 0;
     size_t used;
     int rc = O2L_OK;
 
     for (size_t i = 0; i < g->n && rc == O2L_OK; i++) {
-        rc = map_span(&g->refs[i], g->cfg, obs + pos, &used);
+        if (g->refs[i].dropped) {
+            continue;
+        }
+        rc = map_span(&g->refs[i], g->cfg, obs + pos, &used, flat_dropped);
         pos += used;
     }
     if (rc == O2L_OK) {
@@ -872,6 +998,9 @@ static int map_group(struct group *g, struct o2l_trace *t,
     }
     if (rc == O2L_OK) {
         rc = finish_observations(g, t, obs, obs + pos);
+    }
+    if (rc == O2L_OK) {
+        rc = redact_group(g, t, obs, obs + pos);
     }
     *n_obs = pos;
     return rc;
@@ -939,15 +1068,26 @@ int o2l_map_export(const struct o2l_export *ex,
         }
         refs[n].s = &ex->spans[i];
         refs[n].scope = &ex->scopes[ex->spans[i].scope];
-        total += 1 + events_out(&ex->spans[i]);
+        refs[n].dropped =
+            cfg->drop_non_llm_spans && !is_llm_span(&refs[n], cfg);
+        if (refs[n].dropped) {
+            m->spans_dropped++;
+        } else {
+            total += 1 + events_out(&ex->spans[i]);
+        }
         n++;
     }
     rc = assign_trace_ids(refs, n, cfg);
     if (rc != O2L_OK) {
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
-        groups += i == 0 || strcmp(refs[i].eff, refs[i - 1].eff) != 0;
+    /* A trace counts when one of its spans is kept. */
+    for (size_t i = 0, kept = 0; i < n; i++) {
+        kept = (i > 0 && strcmp(refs[i].eff, refs[i - 1].eff) == 0) ? kept : 0;
+        groups += !refs[i].dropped && kept++ == 0;
+    }
+    if (groups == 0) {
+        goto out;
     }
     m->obs = o2l_calloc(total, sizeof(*m->obs));
     m->traces = o2l_calloc(groups, sizeof(*m->traces));
@@ -960,20 +1100,25 @@ int o2l_map_export(const struct o2l_export *ex,
     m->n_obs = total;
     m->n_traces = groups;
 
-    for (size_t t = 0; t < groups; t++) {
+    for (size_t t = 0; t < groups;) {
         struct group g;
         size_t b = a + 1;
         size_t used = 0;
+        bool kept = !refs[a].dropped;
 
         while (b < n && strcmp(refs[b].eff, refs[a].eff) == 0) {
+            kept |= !refs[b].dropped;
             b++;
         }
-        group_init(&g, refs + a, b - a, cfg);
-        rc = map_group(&g, &m->traces[t], m->obs + pos, &used);
-        if (rc != O2L_OK) {
-            goto out;
+        if (kept) {
+            group_init(&g, refs + a, b - a, cfg);
+            rc = map_group(&g, &m->traces[t++], m->obs + pos, &used,
+                           &m->flattened_keys_dropped);
+            if (rc != O2L_OK) {
+                goto out;
+            }
+            pos += used;
         }
-        pos += used;
         a = b;
     }
 

@@ -276,6 +276,27 @@ static int io_step(struct o2l_map_ctx *c, int step, bool output, cJSON **out)
     }
 }
 
+/* True when a key marked used since |from| is listed in mapping.redact. */
+static bool used_redacted(const struct o2l_map_ctx *c, size_t from)
+{
+    for (size_t i = from; i < c->n_used; i++) {
+        if (o2l_map_is_redacted(c->cfg, c->used[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Replaces *v by the marker when |key| is redacted. */
+static int redact_whole(const struct o2l_map_ctx *c, const char *key, cJSON **v)
+{
+    if (!*v || !o2l_map_is_redacted(c->cfg, key)) {
+        return O2L_OK;
+    }
+    cJSON_Delete(*v);
+    return o2l_map_marker(c->cfg, v);
+}
+
 static int map_side(struct o2l_map_ctx *c, bool output, cJSON **out)
 {
     /* GENERATION reads the message lists (18-20) before raw values. */
@@ -290,6 +311,8 @@ static int map_side(struct o2l_map_ctx *c, bool output, cJSON **out)
 
     *out = NULL;
     for (size_t i = 0; i < O2L_ARRAY_LEN(gen_order) && !*out; i++) {
+        size_t from = c->n_used;
+
         rc = io_step(c, order[i], output, out);
         if (rc != O2L_OK) {
             cJSON_Delete(*out);
@@ -300,6 +323,15 @@ static int map_side(struct o2l_map_ctx *c, bool output, cJSON **out)
             cJSON_Delete(*out);
             *out = NULL;
         }
+        if (*out && used_redacted(c, from)) {
+            /* Taken from a redacted attribute: nothing of it is kept. */
+            cJSON_Delete(*out);
+            return o2l_map_marker(c->cfg, out);
+        }
+    }
+    /* OpenInference retrievers carry their result as documents. */
+    if (output && !*out && c->obs->type == O2L_OBS_RETRIEVER) {
+        rc = o2l_conv_openinference_documents(c, out);
     }
     return rc;
 }
@@ -358,6 +390,9 @@ static int find_tools(struct o2l_map_ctx *c, cJSON **out)
             rc = tool_list(c, keys[i], v, out);
         }
         cJSON_Delete(v);
+        if (rc == O2L_OK) {
+            rc = redact_whole(c, keys[i], out);
+        }
         if (rc != O2L_OK || *out) {
             return rc;
         }
@@ -371,6 +406,9 @@ static int find_tools(struct o2l_map_ctx *c, cJSON **out)
         return rc;
     }
     rc = o2l_conv_openinference_tools(c, out);
+    if (rc == O2L_OK && !*out) {
+        rc = o2l_conv_openllmetry_functions(c, out);
+    }
     if (rc != O2L_OK || *out) {
         return rc;
     }
@@ -513,10 +551,25 @@ static int ai_sdk_params(struct o2l_map_ctx *c, cJSON *params)
         {"ai.settings.mode", "mode"},
         {"gen_ai.request.temperature", "temperature"},
         {"gen_ai.request.service_tier", "service_tier"}};
+    cJSON *meta = NULL;
     int rc = O2L_OK;
 
     for (size_t i = 0; i < O2L_ARRAY_LEN(map) && rc == O2L_OK; i++) {
-        rc = add_param(params, map[i][1], o2l_map_attr(c, map[i][0]), true);
+        /* OpenAI's provider metadata names the tier first. */
+        if (strcmp(map[i][1], "service_tier") == 0) {
+            rc = o2l_mu_value(o2l_map_attr(c, "ai.response.providerMetadata"),
+                              false, &meta);
+            if (rc == O2L_OK) {
+                rc = add_param(
+                    params, "service_tier",
+                    o2l_mu_get(o2l_mu_get(meta, "openai"), "serviceTier"),
+                    true);
+            }
+            cJSON_Delete(meta);
+        }
+        if (rc == O2L_OK) {
+            rc = add_param(params, map[i][1], o2l_map_attr(c, map[i][0]), true);
+        }
     }
     if (rc == O2L_OK) {
         rc = add_params_object(
@@ -672,18 +725,26 @@ static int map_usage(struct o2l_map_ctx *c)
 {
     struct o2l_usage_cands cands;
     struct o2l_usage_cands *u = &cands;
-    const cJSON *explicit_usage;
-    int rc = O2L_OK;
+    cJSON *explicit_usage = NULL;
+    int rc;
 
-    explicit_usage = o2l_map_attr(c, "langfuse.observation.usage_details");
-    if (explicit_usage) {
-        rc = o2l_usage_explicit(explicit_usage, &c->obs->usage_details);
-        if (rc != O2L_OK || c->obs->usage_details) {
-            return rc;
+    /*
+     * A usable explicit object is taken as given, even when none of its
+     * values is an integer >= 0: then usage is left out rather than
+     * inferred from other keys (§3.3 step 5). Only an absent or empty
+     * one, or one that is not an object, falls through.
+     */
+    rc = o2l_mu_object(o2l_map_attr(c, "langfuse.observation.usage_details"),
+                       &explicit_usage);
+    if (rc != O2L_OK || explicit_usage) {
+        if (rc == O2L_OK) {
+            rc = o2l_usage_explicit(explicit_usage, &c->obs->usage_details);
         }
+        cJSON_Delete(explicit_usage);
+        return rc;
     }
     u->n = 0; /* only the first n items are ever read */
-    if (o2l_mu_starts(c->scope->name, "genkit-tracer")) {
+    if (c->genkit) {
         rc = json_usage(o2l_map_attr(c, "genkit:output"), "usage", u, NULL);
     }
     if (rc == O2L_OK && u->n == 0) {
@@ -1018,20 +1079,76 @@ static cJSON *ref_of(const cJSON *v)
     return cJSON_Duplicate(v, 0);
 }
 
-/* Adds a view of |v| under |key|, a string that outlives |obj|. */
-static int add_ref(cJSON *obj, const char *key, const cJSON *v)
+/*
+ * Adds |v| under |key|, a string that outlives |obj|: a view of it, or a
+ * redacted copy when mapping.redact names a key inside it.
+ */
+static int add_ref(const struct o2l_map_ctx *c, cJSON *obj, const char *key,
+                   const cJSON *v)
 {
     cJSON *r;
+    int rc = O2L_OK;
 
     if (!o2l_mu_usable(v)) {
         return O2L_OK;
     }
-    r = ref_of(v);
-    if (!r || !cJSON_AddItemToObjectCS(obj, key, r)) {
-        cJSON_Delete(r);
-        return O2L_ENOMEM;
+    if (o2l_map_redact_needed(c->cfg, v)) {
+        r = cJSON_Duplicate(v, 1);
+        rc = r ? o2l_map_redact(c->cfg, &r) : O2L_ENOMEM;
+    } else {
+        r = ref_of(v);
     }
-    return O2L_OK;
+    if (rc == O2L_OK && (!r || !cJSON_AddItemToObjectCS(obj, key, r))) {
+        rc = O2L_ENOMEM;
+    }
+    if (rc != O2L_OK) {
+        cJSON_Delete(r);
+    }
+    return rc;
+}
+
+/* A string holding JSON text, or any string of an mlflow.* key (MLflow
+ * JSON-encodes every value). */
+static bool json_text(const char *key, const cJSON *v)
+{
+    const char *s;
+
+    if (!cJSON_IsString(v)) {
+        return false;
+    }
+    s = v->valuestring + strspn(v->valuestring, " \t\r\n");
+    return *s == '{' || *s == '[' || o2l_mu_starts(key, "mlflow.");
+}
+
+/*
+ * Adds span attribute |a| to the ingestion-only "attributes": JSON held
+ * in strings parsed (mlflow.* scalars unquoted), a redacted key as the
+ * marker, anything else as a view of the export's value.
+ */
+static int add_attribute(const struct o2l_map_ctx *c, cJSON *obj,
+                         const cJSON *a)
+{
+    cJSON *v = NULL;
+    int rc;
+
+    if (o2l_map_is_redacted(c->cfg, a->string) && o2l_mu_usable(a)) {
+        rc = o2l_map_marker(c->cfg, &v);
+    } else if (json_text(a->string, a)) {
+        rc = o2l_mu_passthrough(a, o2l_mu_starts(a->string, "mlflow."), &v);
+        rc = rc == O2L_OK ? o2l_map_redact(c->cfg, &v) : rc;
+    } else {
+        return add_ref(c, obj, a->string, a);
+    }
+    if (rc == O2L_OK && !v) {
+        return add_ref(c, obj, a->string, a); /* "{}" stays as sent */
+    }
+    if (rc == O2L_OK && !cJSON_AddItemToObjectCS(obj, a->string, v)) {
+        rc = O2L_ENOMEM;
+    }
+    if (rc != O2L_OK) {
+        cJSON_Delete(v);
+    }
+    return rc;
 }
 
 static int map_ingest_metadata(struct o2l_map_ctx *c)
@@ -1050,7 +1167,7 @@ static int map_ingest_metadata(struct o2l_map_ctx *c)
         /* Keys are unique already: no look-up before adding. */
         for (const cJSON *a = c->attrs->child; a && rc == O2L_OK; a = a->next) {
             if (!attribute_used(c, a->string)) {
-                rc = add_ref(attrs, a->string, a);
+                rc = add_attribute(c, attrs, a);
             }
         }
         if (rc == O2L_OK && attrs->child) {
@@ -1061,7 +1178,7 @@ static int map_ingest_metadata(struct o2l_map_ctx *c)
         }
     }
     if (rc == O2L_OK) {
-        rc = add_ref(extra, "resourceAttributes", c->res);
+        rc = add_ref(c, extra, "resourceAttributes", c->res);
     }
     if (rc == O2L_OK) {
         scope = cJSON_CreateObject();
@@ -1074,7 +1191,7 @@ static int map_ingest_metadata(struct o2l_map_ctx *c)
         rc = o2l_mu_add_str(scope, "version", c->scope->version, false);
     }
     if (rc == O2L_OK) {
-        rc = add_ref(scope, "attributes", c->scope->attrs);
+        rc = add_ref(c, scope, "attributes", c->scope->attrs);
     }
     if (rc == O2L_OK && scope->child) {
         rc = cJSON_AddItemToObjectCS(extra, "scope", scope) ? O2L_OK
@@ -1093,12 +1210,10 @@ static int map_ingest_metadata(struct o2l_map_ctx *c)
 
 /* ---- the observation --------------------------------------------------- */
 
-static bool has_ai_key(const cJSON *attrs)
+static bool has_key_prefix(const cJSON *attrs, const char *prefix)
 {
     for (const cJSON *a = attrs->child; a; a = a->next) {
-        const char *k = a->string;
-
-        if (k && k[0] == 'a' && k[1] == 'i' && k[2] == '.') {
+        if (a->string && o2l_mu_starts(a->string, prefix)) {
             return true;
         }
     }
@@ -1111,7 +1226,10 @@ int o2l_map_observation(struct o2l_map_ctx *c)
     int rc;
 
     o2l_map_index_build(c);
-    c->ai_sdk = strcmp(c->scope->name, "ai") == 0 || has_ai_key(c->attrs);
+    c->ai_sdk =
+        strcmp(c->scope->name, "ai") == 0 || has_key_prefix(c->attrs, "ai.");
+    c->genkit = o2l_mu_starts(c->scope->name, "genkit-tracer") ||
+                has_key_prefix(c->attrs, "genkit:");
     c->slots_left = c->cfg->max_flattened_slots;
     o->type = decide_type(c);
     snprintf(o->id, sizeof(o->id), "%s", c->span->span_id);

@@ -5,7 +5,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -53,6 +55,157 @@ static void test_config_defaults_are_embedded(void **state)
     assert_true(cfg.otlp_keep_attributes);
     assert_int_equal(cfg.assemble_window_ms, 3000);
     o2l_config_free(&cfg);
+}
+
+/* True when the NULL-terminated |list| holds |name|. */
+static bool list_has(char **list, const char *name)
+{
+    for (size_t i = 0; list && list[i]; i++) {
+        if (strcmp(list[i], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void test_config_mapping_defaults(void **state)
+{
+    struct o2l_config cfg;
+    char err[256];
+    char *envp[] = {NULL};
+
+    (void)state;
+    assert_int_equal(load(&cfg, 0, NULL, envp, err, sizeof(err)), O2L_OK);
+    assert_string_equal(cfg.non_llm_spans, "keep");
+    assert_true(list_has(cfg.llm_scopes, "openinference"));
+    assert_true(list_has(cfg.llm_scopes, "@flue/opentelemetry"));
+    assert_true(list_has(cfg.llm_scopes, "Microsoft.SemanticKernel"));
+    assert_false(list_has(cfg.llm_scopes, "opentelemetry.instrumentation."));
+    assert_true(list_has(cfg.llm_key_prefixes, "gen_ai."));
+    assert_true(list_has(cfg.llm_key_prefixes, "genkit:"));
+    assert_true(list_has(cfg.llm_key_prefixes, "input.value"));
+    assert_string_equal(cfg.thread_id_keys[0], "thread_id");
+    assert_null(cfg.thread_id_keys[1]);
+    assert_non_null(cfg.redact);
+    assert_null(cfg.redact[0]);
+    assert_string_equal(cfg.redact_marker, "[REDACTED]");
+    assert_string_equal(cfg.trace_id_attribute, "langfuse.trace.id");
+    assert_int_equal(cfg.max_flattened_slots, 10000);
+    o2l_config_free(&cfg);
+}
+
+static void test_config_mapping_from_environment_and_flags(void **state)
+{
+    struct o2l_config cfg;
+    char err[256];
+    char *envp[] = {"O2L_NON_LLM_SPANS=drop", "O2L_REDACT=api_key, email",
+                    "O2L_THREAD_ID_KEYS=ignored", NULL};
+    char *argv[] = {"serve",
+                    "--thread-id-keys=conversation,thread_id",
+                    "--redact-marker",
+                    "***",
+                    "--llm-scopes=a,b",
+                    "--llm-key-prefixes",
+                    "x."};
+
+    (void)state;
+    assert_int_equal(load(&cfg, 7, argv, envp, err, sizeof(err)), O2L_OK);
+    assert_string_equal(cfg.non_llm_spans, "drop");
+    assert_string_equal(cfg.redact[0], "api_key");
+    assert_string_equal(cfg.redact[1], "email");
+    assert_null(cfg.redact[2]);
+    assert_string_equal(cfg.thread_id_keys[0], "conversation");
+    assert_string_equal(cfg.thread_id_keys[1], "thread_id");
+    assert_null(cfg.thread_id_keys[2]);
+    assert_string_equal(cfg.redact_marker, "***");
+    assert_string_equal(cfg.llm_scopes[1], "b");
+    assert_string_equal(cfg.llm_key_prefixes[0], "x.");
+    assert_null(cfg.llm_key_prefixes[1]);
+    o2l_config_free(&cfg);
+}
+
+/* Writes |yaml| to a new temporary file; returns its name in |path|. */
+static void write_yaml(char *path, size_t len, const char *yaml)
+{
+    int fd;
+    FILE *f;
+
+    snprintf(path, len, "/tmp/o2l-test-config-XXXXXX");
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    f = fdopen(fd, "w");
+    assert_non_null(f);
+    assert_true(fputs(yaml, f) >= 0);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void test_config_mapping_from_yaml(void **state)
+{
+    struct o2l_config cfg;
+    char err[256];
+    char path[64];
+    char *argv[] = {"serve", "--config", path};
+    char *envp[] = {NULL};
+
+    (void)state;
+    write_yaml(path, sizeof(path),
+               "mapping:\n"
+               "  non_llm_spans: drop\n"
+               "  llm_scopes: [\"@flue/opentelemetry\", genkit-tracer]\n"
+               "  llm_key_prefixes: [\"genkit:\"]\n"
+               "  thread_id_keys: []\n"
+               "  redact:\n"
+               "    - password\n"
+               "    - user.email\n"
+               "  redact_marker: \"\"\n");
+    assert_int_equal(load(&cfg, 3, argv, envp, err, sizeof(err)), O2L_OK);
+    assert_string_equal(cfg.non_llm_spans, "drop");
+    assert_string_equal(cfg.llm_scopes[0], "@flue/opentelemetry");
+    assert_string_equal(cfg.llm_scopes[1], "genkit-tracer");
+    assert_string_equal(cfg.llm_key_prefixes[0], "genkit:");
+    assert_null(cfg.thread_id_keys[0]);
+    assert_string_equal(cfg.redact[1], "user.email");
+    assert_string_equal(cfg.redact_marker, "");
+    o2l_config_free(&cfg);
+    unlink(path);
+}
+
+static void test_config_mapping_bad_values_name_the_setting(void **state)
+{
+    struct o2l_config cfg;
+    char err[256];
+    char path[64];
+    char *argv[] = {"serve", "--config", path};
+    char *envp[] = {NULL};
+    char *bad[] = {"O2L_NON_LLM_SPANS=sometimes", NULL};
+    char *bad_flag[] = {"serve", "--non-llm-spans=KEEP"};
+
+    (void)state;
+    assert_int_equal(load(&cfg, 0, NULL, bad, err, sizeof(err)), O2L_EINVAL);
+    assert_non_null(strstr(err, "mapping.non_llm_spans"));
+    assert_non_null(strstr(err, "keep or drop"));
+    o2l_config_free(&cfg);
+
+    assert_int_equal(load(&cfg, 2, bad_flag, envp, err, sizeof(err)),
+                     O2L_EINVAL);
+    assert_non_null(strstr(err, "mapping.non_llm_spans"));
+    o2l_config_free(&cfg);
+
+    /* Dropping with nothing that marks a span as LLM-related drops all. */
+    write_yaml(path, sizeof(path),
+               "mapping:\n  non_llm_spans: drop\n  llm_scopes: []\n"
+               "  llm_key_prefixes: []\n");
+    assert_int_equal(load(&cfg, 3, argv, envp, err, sizeof(err)), O2L_EINVAL);
+    assert_non_null(strstr(err, "mapping.non_llm_spans"));
+    o2l_config_free(&cfg);
+    unlink(path);
+
+    /* A list setting takes a list of names, not a mapping of them. */
+    write_yaml(path, sizeof(path), "mapping:\n  redact:\n    - {a: b}\n");
+    assert_int_equal(load(&cfg, 3, argv, envp, err, sizeof(err)), O2L_EINVAL);
+    assert_non_null(strstr(err, "mapping.redact"));
+    o2l_config_free(&cfg);
+    unlink(path);
 }
 
 static void test_config_delivery_settings(void **state)
@@ -218,6 +371,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_defaults_are_embedded),
+        cmocka_unit_test(test_config_mapping_defaults),
+        cmocka_unit_test(test_config_mapping_from_environment_and_flags),
+        cmocka_unit_test(test_config_mapping_from_yaml),
+        cmocka_unit_test(test_config_mapping_bad_values_name_the_setting),
         cmocka_unit_test(test_config_delivery_settings),
         cmocka_unit_test(test_config_flags_beat_environment),
         cmocka_unit_test(test_config_base_url_wins_over_host),

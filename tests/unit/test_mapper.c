@@ -1298,22 +1298,501 @@ static void test_mapper_passthrough_json_text(void **state)
     cJSON_Delete(v);
 }
 
-static void test_mapper_survives_allocation_failures(void **state)
+/* ---- mapping options --------------------------------------------------- */
+
+/* A trace whose root is plain HTTP work: an LLM call under a database
+ * span under the root, and a second trace with no LLM span at all. */
+static struct o2l_export *mixed_export(void)
 {
-    struct o2l_export *ex = langgraph_export();
+    struct o2l_export *ex = ex_new();
+    size_t web =
+        add_scope(ex, "opentelemetry.instrumentation.fastapi", "", NULL);
+    size_t oi = add_scope(ex, "openinference.instrumentation.openai", "", NULL);
+    size_t gk = add_scope(ex, "genkit-tracer", "", NULL);
+    struct o2l_span *s;
+
+    add_span(ex, web, T1, "e000000000000001", NULL, "GET /chat", T0,
+             T0 + 9 * SEC, "{\"http.method\":\"GET\",\"user.id\":\"u-1\"}");
+    add_span(ex, oi, T1, "e000000000000002", "e000000000000001", "agent",
+             T0 + 1, T0 + 8 * SEC,
+             "{\"openinference.span.kind\":\"AGENT\","
+             "\"llm.token_count.prompt\":3,\"llm.model_name\":\"m\"}");
+    s = add_span(ex, web, T1, "e000000000000003", "e000000000000002", "SELECT",
+                 T0 + 2, T0 + 7 * SEC, "{\"db.system\":\"pg\"}");
+    add_event(s, "retry", T0 + 3, NULL);
+    add_span(ex, web, T1, "e000000000000004", "e000000000000003", "chat",
+             T0 + 3, T0 + 6 * SEC,
+             "{\"gen_ai.operation.name\":\"chat\","
+             "\"gen_ai.usage.input_tokens\":10,"
+             "\"langfuse.trace.name\":\"explicit\"}");
+    add_span(ex, gk, T1, "e000000000000005", "e000000000000001", "flow", T0 + 4,
+             T0 + 5 * SEC, NULL);
+    add_span(ex, web, T2, "e000000000000006", NULL, "GET /health", T0, T0 + 1,
+             NULL);
+    return ex;
+}
+
+static void test_mapper_keeps_non_llm_spans_by_default(void **state)
+{
+    struct o2l_export *ex = mixed_export();
+    struct o2l_mapped *m;
+
+    (void)state;
+    m = map(ex);
+    assert_int_equal(m->n_traces, 2);
+    assert_int_equal(m->n_obs, 7);
+    assert_int_equal(m->spans_dropped, 0);
+    assert_string_equal(find_obs(m, "e000000000000003-event-0")->name, "retry");
+    done(m, ex);
+}
+
+static void test_mapper_drops_non_llm_spans(void **state)
+{
+    struct o2l_export *ex = mixed_export();
     struct o2l_map_config cfg;
+    struct o2l_mapped *m;
+    const struct o2l_trace *t;
+
+    (void)state;
+    o2l_map_config_defaults(&cfg);
+    cfg.drop_non_llm_spans = true;
+    m = map_with(ex, &cfg);
+    /* The root, the database span (and its event) and the whole second
+     * trace are gone; the genkit-tracer span stays by its scope. */
+    assert_int_equal(m->spans_dropped, 3);
+    assert_int_equal(m->n_traces, 1);
+    assert_int_equal(m->n_obs, 3);
+    find_obs(m, "e000000000000002");
+    find_obs(m, "e000000000000005");
+    /* Children keep their dropped parent. */
+    assert_string_equal(find_obs(m, "e000000000000004")->parent_id,
+                        "e000000000000003");
+    /* The agent rule still sees the generation below the dropped span. */
+    assert_true(find_obs(m, "e000000000000002")->usage_dropped);
+    assert_null(find_obs(m, "e000000000000002")->usage_details);
+    t = &m->traces[0];
+    /* The dropped root is still the true root: its facts and start count,
+     * the name comes only from the explicit key, input and output from
+     * none. */
+    assert_string_equal(t->id, T1);
+    assert_string_equal(t->envelope_id, T1 "-trace-e000000000000001");
+    assert_true(t->timestamp_ns == T0);
+    assert_string_equal(t->user_id, "u-1");
+    assert_string_equal(t->name, "explicit");
+    assert_null(t->input);
+    assert_null(t->output);
+    o2l_mapped_free(m);
+
+    /* Without the explicit key the trace has no name. */
+    cJSON_DeleteItemFromObject(ex->spans[3].attrs, "langfuse.trace.name");
+    m = map_with(ex, &cfg);
+    assert_null(m->traces[0].name);
+    o2l_mapped_free(m);
+
+    /* Only the listed scopes and key prefixes count as LLM-related. */
+    {
+        static const char *const scopes[] = {"opentelemetry.instrumentation.",
+                                             NULL};
+        static const char *const prefixes[] = {"db.", NULL};
+
+        cfg.llm_scopes = scopes;
+        cfg.llm_key_prefixes = prefixes;
+        m = map_with(ex, &cfg);
+        assert_int_equal(m->spans_dropped, 2); /* openinference, genkit */
+        assert_int_equal(m->n_traces, 2);
+        o2l_mapped_free(m);
+    }
+    o2l_export_free(ex);
+}
+
+static void test_mapper_thread_id_keys(void **state)
+{
+    static const char *const keys[] = {"conversation", "thread_id", NULL};
+    static const char *const none[] = {NULL};
+    struct o2l_export *ex = ex_new();
+    size_t sc = add_scope(ex, "test", "", NULL);
+    struct o2l_map_config cfg;
+    struct o2l_mapped *m;
+
+    (void)state;
+    add_span(ex, sc, T1, "f000000000000001", NULL, "graph", T0, T0 + 1,
+             "{\"metadata\":\"{\\\"thread_id\\\":\\\"t-1\\\","
+             "\\\"conversation\\\":\\\"c-1\\\"}\"}");
+    o2l_map_config_defaults(&cfg);
+    m = map_with(ex, &cfg);
+    assert_string_equal(m->traces[0].session_id, "t-1");
+    o2l_mapped_free(m);
+
+    cfg.thread_id_keys = keys;
+    m = map_with(ex, &cfg);
+    assert_string_equal(m->traces[0].session_id, "c-1");
+    o2l_mapped_free(m);
+
+    cfg.session_from_thread_id = false;
+    m = map_with(ex, &cfg);
+    assert_null(m->traces[0].session_id);
+    o2l_mapped_free(m);
+
+    cfg.session_from_thread_id = true;
+    cfg.thread_id_keys = none;
+    m = map_with(ex, &cfg);
+    assert_null(m->traces[0].session_id);
+    o2l_mapped_free(m);
+    o2l_export_free(ex);
+}
+
+static void test_mapper_redaction_matches_key_names(void **state)
+{
+    static const char *const names[] = {"email", "user.token", NULL};
+    struct o2l_map_config cfg;
+
+    (void)state;
+    o2l_map_config_defaults(&cfg);
+    assert_false(o2l_map_is_redacted(&cfg, "email"));
+    assert_false(o2l_map_is_redacted(NULL, "email"));
+    cfg.redact = names;
+    assert_true(o2l_map_is_redacted(&cfg, "email"));
+    assert_true(o2l_map_is_redacted(&cfg, "user.email"));
+    assert_true(o2l_map_is_redacted(&cfg, "user.token"));
+    assert_true(o2l_map_is_redacted(&cfg, "app.user.token"));
+    assert_false(o2l_map_is_redacted(&cfg, "user_email"));
+    assert_false(o2l_map_is_redacted(&cfg, "emails"));
+    assert_false(o2l_map_is_redacted(&cfg, "Email"));
+    assert_false(o2l_map_is_redacted(&cfg, "token"));
+    assert_false(o2l_map_is_redacted(&cfg, "appuser.token"));
+    assert_false(o2l_map_is_redacted(&cfg, NULL));
+}
+
+static struct o2l_export *secret_export(void)
+{
+    struct o2l_export *ex = ex_new();
+    size_t sc = add_scope(ex, "test", "",
+                          "{\"service.name\":\"bot\","
+                          "\"deploy\":{\"secret\":\"s3\"}}");
+    struct o2l_span *s;
+
+    s = add_span(
+        ex, sc, T1, "a100000000000001", NULL, "chat", T0, T0 + SEC,
+        "{\"openinference.span.kind\":\"LLM\",\"llm.model_name\":\"m\","
+        "\"user.id\":\"u-1\",\"input.value\":\"my password is x\","
+        "\"output.value\":\"{\\\"email\\\":\\\"a@b\\\",\\\"items\\\":"
+        "[{\\\"secret\\\":1,\\\"ok\\\":2}]}\","
+        "\"output.mime_type\":\"application/json\","
+        "\"llm.invocation_parameters\":\"{\\\"api_key\\\":\\\"k\\\","
+        "\\\"temperature\\\":1}\","
+        "\"metadata\":\"{\\\"email\\\":\\\"x\\\",\\\"user_id\\\":\\\"u\\\"}\","
+        "\"traceloop.association.properties.secret\":\"p\","
+        "\"langfuse.trace.metadata\":\"{\\\"email\\\":\\\"t\\\"}\","
+        "\"app.email\":\"e\",\"custom\":{\"nested\":{\"secret\":\"s\"}},"
+        "\"note\":\"{\\\"secret\\\":2}\"}");
+    add_event(s, "login", T0 + 1, "{\"email\":\"ev\",\"ok\":true}");
+    return ex;
+}
+
+static void test_mapper_redaction(void **state)
+{
+    static const char *const names[] = {"email",       "secret",  "api_key",
+                                        "input.value", "user.id", NULL};
+    struct o2l_export *ex = secret_export();
+    struct o2l_map_config cfg;
+    struct o2l_mapped *m;
+    const struct o2l_observation *o;
+    const struct o2l_trace *t;
+
+    (void)state;
+    /* Off by default: everything as sent. */
+    m = map(ex);
+    assert_json(o2l_mu_get(m->obs[0].metadata, "email"), "\"x\"");
+    assert_string_equal(m->obs[0].input->valuestring, "my password is x");
+    o2l_mapped_free(m);
+
+    o2l_map_config_defaults(&cfg);
+    cfg.redact = names;
+    cfg.redact_marker = "***";
+    m = map_with(ex, &cfg);
+    o = find_obs(m, "a100000000000001");
+    t = &m->traces[0];
+    /* Taken from a redacted attribute: the whole value. */
+    assert_json(o->input, "\"***\"");
+    /* Keys inside values, at any depth and inside arrays. */
+    assert_json(o->output, "{\"email\":\"***\",\"items\":[{\"secret\":\"***\","
+                           "\"ok\":2}]}");
+    assert_json(o->metadata, "{\"email\":\"***\",\"user_id\":\"u\","
+                             "\"secret\":\"***\"}");
+    assert_json(o->model_parameters, "{\"api_key\":\"***\",\"temperature\":1}");
+    /* Keys read by other fields stay in "attributes", parsed and
+     * redacted like the rest. */
+    assert_json(o2l_mu_get(o->ingest_metadata, "attributes"),
+                "{\"openinference.span.kind\":\"LLM\",\"llm.model_name\":\"m\","
+                "\"user.id\":\"***\",\"output.mime_type\":\"application/json\","
+                "\"llm.invocation_parameters\":{\"api_key\":\"***\","
+                "\"temperature\":1},\"langfuse.trace.metadata\":"
+                "{\"email\":\"***\"},\"app.email\":\"***\","
+                "\"custom\":{\"nested\":{\"secret\":\"***\"}},"
+                "\"note\":{\"secret\":\"***\"}}");
+    assert_json(o2l_mu_get(o->ingest_metadata, "resourceAttributes"),
+                "{\"service.name\":\"bot\",\"deploy\":{\"secret\":\"***\"}}");
+    assert_json(find_obs(m, "a100000000000001-event-0")->metadata,
+                "{\"email\":\"***\",\"ok\":true}");
+    /* The trace's input and metadata too, but never its ids. */
+    assert_json(t->input, "\"***\"");
+    assert_json(t->metadata, "{\"email\":\"***\"}");
+    assert_json(o2l_mu_get(t->ingest_metadata, "secret"), "\"***\"");
+    assert_string_equal(t->user_id, "u-1");
+    /* The export itself is left alone. */
+    assert_string_equal(
+        o2l_mu_str(
+            o2l_mu_get(o2l_mu_get(ex->spans[0].attrs, "custom"), "nested"),
+            "secret"),
+        "s");
+    assert_string_equal(
+        o2l_mu_str(o2l_mu_get(ex->scopes[0].resource_attrs, "deploy"),
+                   "secret"),
+        "s3");
+    done(m, ex);
+}
+
+static void test_mapper_redaction_of_raw_and_explicit_trace_io(void **state)
+{
+    static const char *const names[] = {"langfuse.trace.output", "key", NULL};
+    struct o2l_map_config cfg;
+    struct o2l_export *ex = ex_new();
+    size_t sc = add_scope(ex, "test", "", NULL);
+    struct o2l_mapped *m;
+    cJSON *v;
+
+    (void)state;
+    add_span(ex, sc, T1, "a200000000000001", NULL, "root", T0, T0 + 1,
+             "{\"langfuse.trace.output\":\"done\","
+             "\"langfuse.observation.input\":"
+             "\"[{\\\"key\\\":1,\\\"more\\\":[{\\\"key\\\":2}]}]\"}");
+    o2l_map_config_defaults(&cfg);
+    cfg.redact = names;
+    m = map_with(ex, &cfg);
+    assert_json(m->traces[0].output, "\"[REDACTED]\"");
+    assert_json(m->obs[0].input, "[{\"key\":\"[REDACTED]\",\"more\":"
+                                 "[{\"key\":\"[REDACTED]\"}]}]");
+    done(m, ex);
+
+    /* Raw JSON items inside a tree are parsed and redacted as well. */
+    v = cJSON_CreateObject();
+    assert_non_null(v);
+    cJSON_AddItemToObject(v, "a", cJSON_CreateRaw("{\"key\":1,\"b\":2}"));
+    cJSON_AddItemToObject(v, "n", cJSON_CreateRaw("12345678901234567890"));
+    assert_int_equal(o2l_map_redact(&cfg, &v), O2L_OK);
+    assert_json(v, "{\"a\":{\"key\":\"[REDACTED]\",\"b\":2},"
+                   "\"n\":12345678901234567890}");
+    cJSON_Delete(v);
+}
+
+static void test_mapper_retrieval_documents(void **state)
+{
+    struct o2l_export *ex;
+    struct o2l_mapped *m;
+    const struct o2l_observation *o;
+
+    (void)state;
+    m = map_one(NULL,
+                "{\"openinference.span.kind\":\"RETRIEVER\","
+                "\"input.value\":\"q\","
+                "\"retrieval.documents.0.document.id\":\"d1\","
+                "\"retrieval.documents.0.document.content\":\"text\","
+                "\"retrieval.documents.0.document.score\":0.5,"
+                "\"retrieval.documents.0.document.metadata\":"
+                "\"{\\\"src\\\":\\\"wiki\\\"}\","
+                "\"retrieval.documents.2.document.content\":\"t2\"}",
+                &ex);
+    o = &m->obs[0];
+    assert_int_equal(o->type, O2L_OBS_RETRIEVER);
+    assert_json(o->input, "\"q\"");
+    assert_json(o->output, "[{\"id\":\"d1\",\"content\":\"text\",\"score\":0.5,"
+                           "\"metadata\":{\"src\":\"wiki\"}},"
+                           "{\"content\":\"t2\"}]");
+    assert_json(o2l_mu_get(o->ingest_metadata, "attributes"),
+                "{\"openinference.span.kind\":\"RETRIEVER\"}");
+    done(m, ex);
+
+    /* Another output step wins; the documents stay as attributes. */
+    m = map_one(NULL,
+                "{\"openinference.span.kind\":\"RETRIEVER\","
+                "\"output.value\":\"summary\","
+                "\"retrieval.documents.0.document.id\":\"d1\"}",
+                &ex);
+    assert_json(m->obs[0].output, "\"summary\"");
+    assert_json(o2l_mu_get(m->obs[0].ingest_metadata, "attributes"),
+                "{\"openinference.span.kind\":\"RETRIEVER\","
+                "\"retrieval.documents.0.document.id\":\"d1\"}");
+    done(m, ex);
+}
+
+static void test_mapper_request_functions_become_tools(void **state)
+{
+    struct o2l_export *ex;
+    struct o2l_mapped *m;
+
+    (void)state;
+    m = map_one(NULL,
+                "{\"gen_ai.request.model\":\"gpt\","
+                "\"gen_ai.prompt.0.role\":\"user\","
+                "\"gen_ai.prompt.0.content\":\"weather?\","
+                "\"llm.request.functions.0.name\":\"get_weather\","
+                "\"llm.request.functions.0.description\":\"d\","
+                "\"llm.request.functions.0.parameters\":"
+                "\"{\\\"type\\\":\\\"object\\\"}\"}",
+                &ex);
+    assert_int_equal(m->obs[0].type, O2L_OBS_GENERATION);
+    assert_json(m->obs[0].input,
+                "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],"
+                "\"tools\":[{\"name\":\"get_weather\",\"description\":\"d\","
+                "\"parameters\":{\"type\":\"object\"}}]}");
+    assert_json(o2l_mu_get(m->obs[0].ingest_metadata, "attributes"),
+                "{\"gen_ai.request.model\":\"gpt\"}");
+    done(m, ex);
+}
+
+static void test_mapper_ingest_attributes_parse_json(void **state)
+{
+    struct o2l_export *ex;
+    struct o2l_mapped *m;
+
+    (void)state;
+    m = map_one(NULL,
+                "{\"custom.json\":\" {\\\"a\\\":[1,2]}\","
+                "\"custom.cut\":\"[1,2\",\"custom.empty\":\"{}\","
+                "\"mlflow.traceRequestId\":\"\\\"tr-1\\\"\","
+                "\"mlflow.spanFunctionName\":\"plain\","
+                "\"mlflow.spanAttr\":\"{\\\"k\\\":\\\"v\\\"}\","
+                "\"custom.num\":\"\\\"7\\\"\"}",
+                &ex);
+    assert_json(o2l_mu_get(m->obs[0].ingest_metadata, "attributes"),
+                "{\"custom.json\":{\"a\":[1,2]},\"custom.cut\":\"[1,2\","
+                "\"custom.empty\":\"{}\",\"mlflow.traceRequestId\":\"tr-1\","
+                "\"mlflow.spanFunctionName\":\"plain\","
+                "\"mlflow.spanAttr\":{\"k\":\"v\"},"
+                "\"custom.num\":\"\\\"7\\\"\"}");
+    done(m, ex);
+}
+
+static void test_mapper_service_tier_from_provider_metadata(void **state)
+{
+    struct o2l_export *ex;
+    struct o2l_mapped *m;
+
+    (void)state;
+    m = map_one("ai",
+                "{\"ai.operationId\":\"ai.generateText.doGenerate\","
+                "\"ai.model.id\":\"gpt\","
+                "\"ai.response.providerMetadata\":"
+                "\"{\\\"openai\\\":{\\\"serviceTier\\\":\\\"flex\\\"}}\","
+                "\"gen_ai.request.service_tier\":\"default\"}",
+                &ex);
+    assert_json(o2l_mu_get(m->obs[0].model_parameters, "service_tier"),
+                "\"flex\"");
+    done(m, ex);
+
+    m = map_one("ai",
+                "{\"ai.operationId\":\"ai.generateText.doGenerate\","
+                "\"ai.model.id\":\"gpt\","
+                "\"gen_ai.request.service_tier\":\"default\"}",
+                &ex);
+    assert_json(o2l_mu_get(m->obs[0].model_parameters, "service_tier"),
+                "\"default\"");
+    done(m, ex);
+}
+
+static void test_mapper_explicit_usage_that_filters_to_nothing(void **state)
+{
+    struct o2l_export *ex;
+    struct o2l_mapped *m;
+
+    (void)state;
+    /* Given, but nothing usable in it: no usage, no fallback. */
+    m = map_one(NULL,
+                "{\"langfuse.observation.type\":\"generation\","
+                "\"langfuse.observation.usage_details\":"
+                "\"{\\\"input\\\":\\\"abc\\\",\\\"output\\\":-1}\","
+                "\"gen_ai.usage.input_tokens\":10}",
+                &ex);
+    assert_null(m->obs[0].usage_details);
+    done(m, ex);
+
+    /* Empty: not usable, so the next source counts. */
+    m = map_one(NULL,
+                "{\"langfuse.observation.type\":\"generation\","
+                "\"langfuse.observation.usage_details\":\"{}\","
+                "\"gen_ai.usage.input_tokens\":10}",
+                &ex);
+    assert_json(o2l_mu_get(m->obs[0].usage_details, "input"), "10");
+    done(m, ex);
+}
+
+static void test_mapper_genkit_by_keys_or_scope(void **state)
+{
+    static const char attrs[] =
+        "{\"genkit:metadata:subtype\":\"model\",\"genkit:name\":\"gemini\","
+        "\"genkit:input\":\"{\\\"messages\\\":[{\\\"role\\\":\\\"user\\\"}]}\","
+        "\"genkit:output\":\"{\\\"message\\\":{\\\"role\\\":\\\"model\\\"},"
+        "\\\"usage\\\":{\\\"inputTokens\\\":5,\\\"outputTokens\\\":2}}\"}";
+    const char *scopes[] = {"rescoped", "genkit-tracer", "genkit-tracer-v2"};
+    struct o2l_export *ex;
+    struct o2l_mapped *m;
+
+    (void)state;
+    for (size_t i = 0; i < 3; i++) {
+        m = map_one(scopes[i], attrs, &ex);
+        assert_int_equal(m->obs[0].type, O2L_OBS_GENERATION);
+        assert_json(m->obs[0].input, "{\"messages\":[{\"role\":\"user\"}]}");
+        assert_json(m->obs[0].output, "{\"role\":\"model\"}");
+        assert_json(o2l_mu_get(m->obs[0].usage_details, "input"), "5");
+        assert_json(o2l_mu_get(m->obs[0].usage_details, "output"), "2");
+        done(m, ex);
+    }
+}
+
+static void test_mapper_counts_flattened_keys_over_budget(void **state)
+{
+    struct o2l_export *ex = ex_new();
+    size_t sc = add_scope(ex, "test", "", NULL);
+    struct o2l_map_config cfg;
+    struct o2l_mapped *m;
+
+    (void)state;
+    add_span(ex, sc, T1, "a300000000000001", NULL, "llm", T0, T0 + 1,
+             "{\"openinference.span.kind\":\"LLM\","
+             "\"llm.input_messages.0.message.content\":\"a\","
+             "\"llm.input_messages.1.message.content\":\"b\","
+             "\"llm.input_messages.2.message.content\":\"c\"}");
+    add_span(ex, sc, T2, "a300000000000002", NULL, "llm", T0, T0 + 1,
+             "{\"openinference.span.kind\":\"LLM\","
+             "\"llm.output_messages.5.message.content\":\"z\"}");
+    m = map(ex);
+    assert_int_equal(m->flattened_keys_dropped, 0);
+    o2l_mapped_free(m);
+
+    o2l_map_config_defaults(&cfg);
+    cfg.max_flattened_slots = 2;
+    m = map_with(ex, &cfg);
+    /* One key of the first span, one of the second; summed per export. */
+    assert_int_equal(m->flattened_keys_dropped, 2);
+    assert_json(find_obs(m, "a300000000000001")->input,
+                "[{\"content\":\"a\"},{\"content\":\"b\"}]");
+    done(m, ex);
+}
+
+/* Fails every allocation of one map call in turn; returns how many
+ * allocation points were made to fail before a run succeeded. */
+static long fail_each_allocation(const struct o2l_export *ex,
+                                 const struct o2l_map_config *cfg)
+{
     struct o2l_mapped *m;
     bool succeeded = false;
     long n;
     int rc;
 
-    (void)state;
-    o2l_map_config_defaults(&cfg);
-    add_event(&ex->spans[1], "exception", T0, "{\"exception.type\":\"E\"}");
     for (n = 0; n < 20000 && !succeeded; n++) {
         m = NULL;
         o2l_mem_fail_after(n);
-        rc = o2l_map_export(ex, &cfg, &m);
+        rc = o2l_map_export(ex, cfg, &m);
         o2l_mem_fail_after(-1);
         if (rc == O2L_OK) {
             assert_non_null(m);
@@ -1325,9 +1804,34 @@ static void test_mapper_survives_allocation_failures(void **state)
         o2l_mapped_free(m);
     }
     assert_true(succeeded);
+    return n - 1;
+}
+
+static void test_mapper_survives_allocation_failures(void **state)
+{
+    static const char *const names[] = {"email", "secret", "api_key",
+                                        "input.value", NULL};
+    struct o2l_export *ex = langgraph_export();
+    struct o2l_map_config cfg;
+    long n;
+
+    (void)state;
+    o2l_map_config_defaults(&cfg);
+    add_event(&ex->spans[1], "exception", T0, "{\"exception.type\":\"E\"}");
+    n = fail_each_allocation(ex, &cfg);
     /* Every allocation point up to the successful run was made to fail. */
     assert_true(n > 200);
-    print_message("allocation failures survived: %ld\n", n - 1);
+    print_message("allocation failures survived: %ld\n", n);
+    o2l_export_free(ex);
+
+    /* The same with the mapping options that allocate on their own. */
+    cfg.redact = names;
+    cfg.drop_non_llm_spans = true;
+    ex = secret_export();
+    assert_true(fail_each_allocation(ex, &cfg) > 50);
+    o2l_export_free(ex);
+    ex = mixed_export();
+    assert_true(fail_each_allocation(ex, &cfg) > 20);
     o2l_export_free(ex);
 }
 
@@ -1358,6 +1862,19 @@ int main(void)
         cmocka_unit_test(test_mapper_iso_times),
         cmocka_unit_test(test_mapper_empty_export),
         cmocka_unit_test(test_mapper_passthrough_json_text),
+        cmocka_unit_test(test_mapper_keeps_non_llm_spans_by_default),
+        cmocka_unit_test(test_mapper_drops_non_llm_spans),
+        cmocka_unit_test(test_mapper_thread_id_keys),
+        cmocka_unit_test(test_mapper_redaction_matches_key_names),
+        cmocka_unit_test(test_mapper_redaction),
+        cmocka_unit_test(test_mapper_redaction_of_raw_and_explicit_trace_io),
+        cmocka_unit_test(test_mapper_retrieval_documents),
+        cmocka_unit_test(test_mapper_request_functions_become_tools),
+        cmocka_unit_test(test_mapper_ingest_attributes_parse_json),
+        cmocka_unit_test(test_mapper_service_tier_from_provider_metadata),
+        cmocka_unit_test(test_mapper_explicit_usage_that_filters_to_nothing),
+        cmocka_unit_test(test_mapper_genkit_by_keys_or_scope),
+        cmocka_unit_test(test_mapper_counts_flattened_keys_over_budget),
         cmocka_unit_test(test_mapper_survives_allocation_failures),
     };
 

@@ -49,6 +49,8 @@ struct o2l_pipeline_stats {
     uint64_t requests_delivered; /* every event settled; deleted */
     uint64_t requests_unreadable; /* spooled requests that no longer decode */
     uint64_t output_switches;     /* changes of output after the first */
+    uint64_t spans_dropped;       /* not LLM-related (mapping.non_llm_spans) */
+    uint64_t flattened_dropped;   /* flattened keys over the slot budget */
     int output;                   /* enum o2l_output in use; -1: undecided */
     size_t held_traces;           /* in the assemble stage now */
     size_t held_spans;

@@ -312,6 +312,10 @@ static int encode(struct run *r, const struct o2l_release *rel,
 
     rc = o2l_map_export(&rel->ex, &r->p->map, &m);
     if (rc == O2L_OK) {
+        pthread_mutex_lock(&r->d->mu);
+        r->d->st.spans_dropped += m->spans_dropped;
+        r->d->st.flattened_dropped += m->flattened_keys_dropped;
+        pthread_mutex_unlock(&r->d->mu);
         rc = o2l_assemble_facts(r->held, m, o2l_mono_ms());
     }
     if (rc == O2L_OK) {

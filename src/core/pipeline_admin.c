@@ -101,6 +101,14 @@ void o2l_pipeline_write_metrics(struct o2l_pipeline *p, struct evbuffer *out)
     o2l_admin_metric(out, "output_switches_total", "counter",
                      "Changes of output after the first choice.",
                      pl.output_switches);
+    o2l_admin_metric(out, "spans_dropped_non_llm_total", "counter",
+                     "Spans left out because they are not LLM-related "
+                     "(mapping.non_llm_spans: drop).",
+                     pl.spans_dropped);
+    o2l_admin_metric(out, "flattened_keys_dropped_total", "counter",
+                     "Flattened message keys left out over "
+                     "mapping.max_flattened_slots.",
+                     pl.flattened_dropped);
     o2l_admin_metric(out, "export_requests_failed_total", "counter",
                      "HTTP requests to Langfuse that failed or were not "
                      "answered 2xx.",

@@ -401,6 +401,7 @@ static int configure_delivery(struct daemon *d)
     p->assemble.max_traces = (size_t)cfg->assemble_max_traces;
     p->assemble.max_bytes = (size_t)cfg->assemble_max_bytes;
     p->otlp.keep_original = cfg->otlp_keep_attributes;
+    p->otlp.map = &p->map;
     p->spool = d->spool;
     p->dead = d->dead;
     p->log = &d->log;

@@ -21,6 +21,16 @@
  * user, session, name and tags. Spans already released are never sent
  * again for a late fact.
  *
+ * Custom trace ids (MAPPING.md §6): when the spans of an original trace
+ * were mapped to another trace id, the stage remembers that id for the
+ * original trace id, as long as it remembers facts (the same ttl and
+ * bound), and gives it to later spans of that trace that do not name one
+ * themselves, so they join the same Langfuse trace.
+ *
+ * Duplicate spans (MAPPING.md §3.1): a span whose (trace id as received,
+ * span id) the stage already holds replaces the held one, which is
+ * dropped unsent; the later arrival wins, as within one export.
+ *
  * The stage owns the decoded requests: each spool request stays loaded
  * until every span of it is released.
  *
@@ -54,10 +64,12 @@ struct o2l_assemble *o2l_assemble_new(const struct o2l_assemble_config *cfg);
 
 /*
  * Takes |ex| (decoded from spool request |id|, |bytes| long) and holds its
- * spans, each under the trace id it arrived with. The stage owns |ex| from
- * now on, also on error; on O2L_ENOMEM none of its spans is held. A request
- * without spans is wholly released at once (reported by the next
- * o2l_assemble_done()). |now_ms| is a monotonic clock, never going back.
+ * spans, each under the trace id it arrived with. A span the stage already
+ * holds (same trace id and span id) replaces the held copy. The stage owns
+ * |ex| from now on, also on error; on O2L_ENOMEM none of its spans is held.
+ * A request without spans, or whose every held span was replaced by later
+ * copies, is wholly released (reported by the next o2l_assemble_done()).
+ * |now_ms| is a monotonic clock, never going back.
  * Returns O2L_OK or O2L_ENOMEM.
  */
 int o2l_assemble_add(struct o2l_assemble *a, uint64_t id, size_t bytes,
@@ -72,6 +84,9 @@ struct o2l_release_index;
  * the held requests, which stay loaded until o2l_assemble_done(). Spans
  * are grouped by trace (traces in order of first arrival), in arrival
  * order within a trace; ex.rejected is 0 and ex.error_message NULL.
+ * A span of an original trace for which a custom trace id is remembered
+ * carries that id as its trace_id here (the held span keeps its own);
+ * o2l_assemble_facts() then names the original in otel_trace_id.
  */
 struct o2l_release {
     struct o2l_export ex;  /* spans grouped by trace; do not free its parts */
@@ -95,9 +110,14 @@ uint64_t o2l_release_request(const struct o2l_release *rel,
                              const char *span_id);
 
 /*
- * After mapping a release: remembers the trace facts of |m| (name, user,
- * session, release, version, environment, tags, metadata, public; keyed
- * by the mapped trace id) for late spans, and lays remembered facts under
+ * After mapping the open release into |m|: first, for each observation of
+ * a span of that release mapped to a trace id other than the one the span
+ * arrived with, remembers that trace id for the original one (later spans
+ * follow it), and gives the observations of spans that the release moved
+ * to a remembered id the metadata key otel_trace_id = the original id.
+ * Then remembers the trace facts of |m| (name, user, session, release,
+ * version, environment, tags, metadata, public; keyed by the mapped trace
+ * id) for late spans, and lays remembered facts under
  * the facts of traces that were released before: a missing value is
  * filled in, an environment of "default" (on the trace and its
  * observations) takes the remembered one, tags become the union, and

@@ -15,6 +15,19 @@
 /* Langfuse caps one event at about 1 MB; larger ones are trimmed. */
 #define O2L_EVENT_MAX_BYTES (1000 * 1000)
 
+/*
+ * The marker that replaces a value removed to bring an ingestion event or
+ * an OTLP item under the limit, shared by both encoders: a printf format
+ * taking (const char *what, size_t bytes removed, size_t limit), at most
+ * O2L_TRIM_MARKER_MAX bytes with its NUL. Metadata stays an object, the
+ * marker under O2L_TRIM_METADATA_KEY. Values no longer than the marker
+ * plus 64 bytes are never replaced.
+ */
+#define O2L_TRIM_MARKER_FMT                                                    \
+    "[otel2langfuse: %s of %zu bytes removed: event over the %zu-byte limit]"
+#define O2L_TRIM_MARKER_MAX   160
+#define O2L_TRIM_METADATA_KEY "otel2langfuse_truncated"
+
 /* One serialized ingestion event: {"id","type","timestamp","body"}. */
 struct o2l_event {
     char *json; /* NUL-terminated, compact JSON */

@@ -22,18 +22,19 @@
  *  - the trace facts on every span whose trace is in the mapping:
  *    langfuse.trace.name, langfuse.user.id, langfuse.session.id,
  *    langfuse.trace.tags (string array), langfuse.release,
- *    langfuse.trace.public (bool, only when true), langfuse.trace.metadata
- *    (JSON text); langfuse.trace.input and langfuse.trace.output on the
- *    true root only (a parentless span observation; of several, the
- *    earliest start, then the lower span id);
+ *    langfuse.trace.public (bool, true or false, whenever the trace's
+ *    public fact is known), langfuse.trace.metadata (JSON text);
+ *    langfuse.trace.input and langfuse.trace.output on the true root only
+ *    (a parentless span observation; of several, the earliest start, then
+ *    the lower span id);
  *  - the original attributes (when keep_original is true), values converted
  *    back to AnyValue: strings (bytes arrived as base64 text and stay text),
  *    booleans, integral numbers that fit int64 as intValue, other numbers
  *    as doubleValue, raw JSON integers as intValue, arrays as arrayValue
  *    and objects as kvlistValue. Left out (MAPPING.md §1.6): every key
- *    named above except langfuse.trace.input/.output, whether or not the
- *    span gets a value for it, so an original never overrides the mapping
- *    (those two are left out on the true root only);
+ *    named above, whether or not the span gets a value for it, so an
+ *    original never overrides the mapping (so no span but the true root
+ *    carries langfuse.trace.input or .output);
  *    langfuse.internal.as_root on a span with a parent; langfuse.prompt.*
  *    and ai.telemetry.metadata.langfusePrompt when there is no prompt pair.
  *    Moved into .metadata: the raw model and cost keys of a span whose
@@ -41,9 +42,15 @@
  *    invoke_agent or agent_step span that kept a model, usage or cost;
  *  - the span's own fields: trace id (the mapped one, so custom trace ids
  *    apply), span id, parent span id, name (the mapped name), kind, start
- *    and end, status (code and message), events with their attributes.
- *    Links, trace state and flags are not kept by the decoder and are not
- *    written.
+ *    and end, status (code and message), events with their attributes,
+ *    and, as received, trace state, flags and links (a link's ids are
+ *    never rewritten).
+ *  - a size guard, the ingestion path's rule (encode.h): while the item
+ *    is over max_item_bytes, the largest of the span's langfuse.*
+ *    input, output and metadata values (observation, then trace ones on
+ *    the true root) longer than the marker is replaced with the shared
+ *    marker (inside an object for metadata); an item still too big is
+ *    sent as it is.
  * An EVENT observation made from a span event (id "<spanId>-event-<n>")
  * becomes a zero-length INTERNAL child span at the event's time: span id =
  * the first 8 bytes of SHA-256 over that id text, parent = the span, name =
@@ -61,8 +68,14 @@
 #include "o2l/model.h"
 #include "o2l/span.h"
 
+struct o2l_map_config;
+
 struct o2l_otlp_out_config {
-    bool keep_original; /* keep the span's other attributes (default true) */
+    bool keep_original;    /* keep the span's other attributes (default true) */
+    size_t max_item_bytes; /* size guard per item; 0: O2L_EVENT_MAX_BYTES */
+    /* mapping.redact for the attributes forwarded as received (span,
+     * span event, link, resource and scope); NULL: nothing redacted. */
+    const struct o2l_map_config *map;
 };
 
 /*

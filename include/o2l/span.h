@@ -45,13 +45,34 @@ struct o2l_span_event {
     cJSON *attrs;     /* object, never NULL */
 };
 
+/*
+ * A span link, kept only to be written back in OTLP output. Its ids are
+ * never rewritten (custom trace ids move spans, not what they point to).
+ * A link whose trace id or span id is absent, malformed or all zeros is
+ * left out when decoding; the span itself stays.
+ */
+struct o2l_span_link {
+    char trace_id[33]; /* 32 lowercase hex */
+    char span_id[17];  /* 16 lowercase hex */
+    char *trace_state; /* W3C tracestate text, NULL when empty */
+    cJSON *attrs;      /* object, never NULL */
+    uint32_t dropped_attributes_count;
+    uint32_t flags; /* OTLP SpanFlags bits, 0 when unset */
+};
+
 struct o2l_span {
     char trace_id[33];  /* 32 lowercase hex */
     char span_id[17];   /* 16 lowercase hex */
     char parent_id[17]; /* 16 lowercase hex, "" for a root */
     char *name;         /* never NULL */
     int kind;           /* OTLP SpanKind, passed through */
-    uint64_t start_ns;  /* both filled in (see the decoding table) */
+    /* Not used by the mapping; passed through to OTLP output as
+     * received. */
+    char *trace_state; /* W3C tracestate text, NULL when empty */
+    uint32_t flags;    /* OTLP SpanFlags bits, 0 when unset */
+    struct o2l_span_link *links;
+    size_t n_links;
+    uint64_t start_ns; /* both filled in (see the decoding table) */
     uint64_t end_ns;
     enum o2l_status_code status_code;
     char *status_message; /* NULL when empty */

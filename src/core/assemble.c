@@ -7,12 +7,18 @@
  * A held trace is in three structures at once: a hash table keyed by the
  * trace id as received, a list in order of first arrival (the oldest go
  * first when a bound is crossed) and a binary heap ordered by due time
- * (what is due now, and when the next one is). A release is chosen, sized
- * and allocated before anything changes, so O2L_ENOMEM leaves the stage as
- * it was.
+ * (what is due now, and when the next one is); each also indexes its
+ * spans by span id, so a later copy of a span replaces the held one. A
+ * release is chosen, sized and allocated before anything changes, so
+ * O2L_ENOMEM leaves the stage as it was.
+ *
+ * Two memories outlive a released trace, bounded alike (facts_ttl_ms
+ * since the last store, at most 4 * max_traces entries): the trace facts
+ * by mapped trace id, and the custom trace id by original trace id.
  */
 #include "o2l/assemble.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -188,9 +194,16 @@ struct held_trace {
     uint64_t first_ms;
     uint64_t due_ms;
     size_t heap_pos;
-    struct span_ref *refs; /* in arrival order */
+    /* In arrival order. A span that a later copy of it replaced (the
+     * same span id again) stays in place with span == NULL. */
+    struct span_ref *refs;
     size_t n_refs;
     size_t cap_refs;
+    size_t n_live; /* refs with a span */
+    /* Span id to the index + 1 of its live ref (0: empty), open
+     * addressing; mask + 1 slots, at least twice n_refs. */
+    size_t *ix;
+    size_t ix_mask;
     size_t want;                /* spans of the request being added */
     struct held_trace *touched; /* traces the request being added uses */
     bool has_root;
@@ -212,8 +225,23 @@ struct facts {
     int public_flag;
 };
 
-/* Span id to span index + 1 (0: empty), open addressing. */
+/* A custom trace id decided for an original trace, kept for its later
+ * spans. */
+struct move {
+    struct entry e; /* first: the key is the original trace id */
+    uint64_t stored_ms;
+    char to[33];
+};
+
+/*
+ * Span id to span index + 1 (0: empty), open addressing; every span is
+ * in it, so of equal span ids the first one is found first. Also what
+ * o2l_assemble_facts needs to know of the open release.
+ */
 struct o2l_release_index {
+    const struct o2l_span *spans; /* the release's ex.spans */
+    const char **orig;            /* per span: the trace id it arrived with */
+    unsigned char *moved;         /* per span: given a remembered trace id */
     size_t mask;
     size_t slots[];
 };
@@ -223,6 +251,8 @@ struct o2l_assemble {
     size_t max_facts;
     struct table traces;
     struct table facts;
+    struct table moves; /* original trace id -> custom trace id */
+    const struct o2l_release_index *open; /* of the open release */
     /* Min-heap of held traces by due time. |chosen| has the same
      * capacity, so choosing a release never allocates. */
     struct held_trace **heap;
@@ -409,6 +439,7 @@ struct o2l_assemble *o2l_assemble_new(const struct o2l_assemble_config *cfg)
         a->max_facts = 1;
     }
     if (table_init(&a->traces) != O2L_OK || table_init(&a->facts) != O2L_OK ||
+        table_init(&a->moves) != O2L_OK ||
         heap_reserve(a, HEAP_MIN_CAP) != O2L_OK) {
         o2l_assemble_free(a);
         return NULL;
@@ -426,8 +457,49 @@ static void trace_free(struct held_trace *t)
 {
     if (t) {
         o2l_free(t->refs);
+        o2l_free(t->ix);
         o2l_free(t);
     }
+}
+
+/* The slot of span id |id| in the span index of |t|: its live ref, or
+ * the empty slot where it goes. */
+static size_t *ix_slot(struct held_trace *t, const char *id)
+{
+    size_t h = (size_t)hash_text(id) & t->ix_mask;
+
+    while (t->ix[h] && strcmp(t->refs[t->ix[h] - 1].span->span_id, id) != 0) {
+        h = (h + 1) & t->ix_mask;
+    }
+    return &t->ix[h];
+}
+
+/* Makes the span index of |t| hold at least twice |n| slots, rebuilt
+ * from the live refs. */
+static int ix_reserve(struct held_trace *t, size_t n)
+{
+    size_t cap = t->ix ? t->ix_mask + 1 : 8;
+    size_t *old = t->ix;
+
+    if (t->ix && cap >= n * 2) {
+        return O2L_OK;
+    }
+    while (cap < n * 2) {
+        cap *= 2;
+    }
+    t->ix = o2l_calloc(cap, sizeof(*t->ix));
+    if (!t->ix) {
+        t->ix = old;
+        return O2L_ENOMEM;
+    }
+    t->ix_mask = cap - 1;
+    o2l_free(old);
+    for (size_t i = 0; i < t->n_refs; i++) {
+        if (t->refs[i].span) {
+            *ix_slot(t, t->refs[i].span->span_id) = i + 1;
+        }
+    }
+    return O2L_OK;
 }
 
 static int refs_reserve(struct held_trace *t, size_t n)
@@ -477,11 +549,48 @@ static int add_prepare(struct o2l_assemble *a, const struct o2l_export *ex,
         }
     }
     for (struct held_trace *t = *touched; t; t = t->touched) {
-        if (refs_reserve(t, t->n_refs + t->want) != O2L_OK) {
+        if (refs_reserve(t, t->n_refs + t->want) != O2L_OK ||
+            ix_reserve(t, t->n_refs + t->want) != O2L_OK) {
             return O2L_ENOMEM;
         }
     }
     return heap_reserve(a, a->traces.count);
+}
+
+/* One span of request |r| is no longer held (released or replaced). */
+static void req_release_one(struct o2l_assemble *a, struct held_req *r)
+{
+    r->held--;
+    r->left = r->held;
+    if (r->held == 0) {
+        a->bytes -= r->bytes;
+        req_unlink(&a->live, r);
+        req_push(&a->drained, r);
+    }
+}
+
+/*
+ * MAPPING §3.1 for spans held in one window: a span id that trace |t|
+ * already holds is replaced by this later copy. The earlier one is
+ * dropped unsent; a request left with no held span is wholly released.
+ * Returns the slot for the new ref.
+ */
+static size_t *replace_duplicate(struct o2l_assemble *a, struct held_trace *t,
+                                 const struct o2l_span *s)
+{
+    size_t *slot = ix_slot(t, s->span_id);
+    struct span_ref *old;
+
+    if (*slot == 0) {
+        return slot;
+    }
+    old = &t->refs[*slot - 1];
+    old->span = NULL;
+    t->n_live--;
+    a->n_spans--;
+    req_release_one(a, old->req);
+    old->req = NULL;
+    return slot;
 }
 
 /* Second half: cannot fail. */
@@ -498,9 +607,11 @@ static void add_commit(struct o2l_assemble *a, struct held_req *r,
             t->due_ms = add_ms(now_ms, a->cfg.window_ms);
             heap_push(a, t);
         }
+        *replace_duplicate(a, t, s) = t->n_refs + 1;
         t->refs[t->n_refs].span = s;
         t->refs[t->n_refs].req = r;
         t->n_refs++;
+        t->n_live++;
         if (s->parent_id[0] == '\0' && !t->has_root) {
             uint64_t due = add_ms(now_ms, a->cfg.root_grace_ms);
 
@@ -539,10 +650,11 @@ int o2l_assemble_add(struct o2l_assemble *a, uint64_t id, size_t bytes,
 
     rc = add_prepare(a, ex, &touched);
     if (rc == O2L_OK) {
-        add_commit(a, r, now_ms);
+        /* In the live list first: a span of |r| may replace another. */
         req_push(&a->live, r);
         a->bytes += bytes;
         a->n_spans += ex->n_spans;
+        add_commit(a, r, now_ms);
     }
 
     while (touched) {
@@ -563,6 +675,50 @@ int o2l_assemble_add(struct o2l_assemble *a, uint64_t id, size_t bytes,
     return rc;
 }
 
+/* ---- custom trace ids of original traces --------------------------------- */
+
+static void move_drop(struct o2l_assemble *a, struct move *mv)
+{
+    table_remove(&a->moves, &mv->e);
+    o2l_free(mv);
+}
+
+/* In order of last store, like the facts: expired entries at the head. */
+static void moves_expire(struct o2l_assemble *a, uint64_t now_ms)
+{
+    while (a->moves.head) {
+        struct move *mv = (struct move *)a->moves.head;
+
+        if (add_ms(mv->stored_ms, a->cfg.facts_ttl_ms) > now_ms) {
+            break;
+        }
+        move_drop(a, mv);
+    }
+}
+
+/* Remembers that original trace |from| went to trace |to|. */
+static int move_store(struct o2l_assemble *a, const char *from, const char *to,
+                      uint64_t now_ms)
+{
+    struct move *mv = (struct move *)table_find(&a->moves, from);
+
+    if (!mv) {
+        mv = o2l_calloc(1, sizeof(*mv));
+        if (!mv) {
+            return O2L_ENOMEM;
+        }
+        snprintf(mv->e.id, sizeof(mv->e.id), "%s", from);
+        table_add(&a->moves, &mv->e);
+    }
+    snprintf(mv->to, sizeof(mv->to), "%s", to);
+    mv->stored_ms = now_ms;
+    table_touch(&a->moves, &mv->e);
+    while (a->moves.count > a->max_facts) {
+        move_drop(a, (struct move *)a->moves.head);
+    }
+    return O2L_OK;
+}
+
 /* ---- releasing ----------------------------------------------------------- */
 
 static bool over_bounds(const struct o2l_assemble *a, size_t traces,
@@ -581,6 +737,9 @@ static void choose(struct o2l_assemble *a, struct held_trace *t, size_t *n,
     for (size_t i = 0; i < t->n_refs; i++) {
         struct held_req *r = t->refs[i].req;
 
+        if (!r) {
+            continue;
+        }
         if (--r->left == 0) {
             *bytes_left -= r->bytes;
         }
@@ -594,7 +753,9 @@ static void unchoose(struct o2l_assemble *a, size_t n)
 
         t->chosen = false;
         for (size_t i = 0; i < t->n_refs; i++) {
-            t->refs[i].req->left = t->refs[i].req->held;
+            if (t->refs[i].req) {
+                t->refs[i].req->left = t->refs[i].req->held;
+            }
         }
     }
 }
@@ -706,24 +867,45 @@ static size_t scope_place(struct scope_map *sm, const struct held_req *r,
     return ex->n_scopes++;
 }
 
-/* Adds span |k| of |rel| to the index, unless its id is there already. */
+/* Adds span |k| of |rel| to the index, after any with the same id. */
 static void index_put(struct o2l_release_index *ix,
                       const struct o2l_release *rel, size_t k)
 {
-    const char *id = rel->ex.spans[k].span_id;
-    size_t h = (size_t)hash_text(id) & ix->mask;
+    size_t h = (size_t)hash_text(rel->ex.spans[k].span_id) & ix->mask;
 
     while (ix->slots[h]) {
-        if (strcmp(rel->ex.spans[ix->slots[h] - 1].span_id, id) == 0) {
-            return;
-        }
         h = (h + 1) & ix->mask;
     }
     ix->slots[h] = k + 1;
 }
 
+/*
+ * The next span of the release whose id is |id|, or SIZE_MAX. Start with
+ * *pos = SIZE_MAX; each call goes on where the previous one stopped.
+ */
+static size_t index_next(const struct o2l_release_index *ix, const char *id,
+                         size_t *pos)
+{
+    if (*pos == SIZE_MAX) {
+        *pos = (size_t)hash_text(id) & ix->mask;
+    }
+    while (ix->slots[*pos]) {
+        size_t k = ix->slots[*pos] - 1;
+
+        *pos = (*pos + 1) & ix->mask;
+        if (strcmp(ix->spans[k].span_id, id) == 0) {
+            return k;
+        }
+    }
+    return SIZE_MAX;
+}
+
 static void release_free(struct o2l_release *rel)
 {
+    if (rel->index) {
+        o2l_free(rel->index->orig);
+        o2l_free(rel->index->moved);
+    }
     o2l_free(rel->ex.spans);
     o2l_free(rel->ex.scopes);
     o2l_free(rel->request_ids);
@@ -743,46 +925,57 @@ static int release_alloc(struct o2l_release *rel, struct scope_map *sm,
     rel->index =
         o2l_calloc(1, sizeof(*rel->index) + cap * sizeof(rel->index->slots[0]));
     sm->slots = o2l_calloc(cap, sizeof(*sm->slots));
+    if (rel->index) {
+        rel->index->orig = o2l_calloc(n_spans, sizeof(*rel->index->orig));
+        rel->index->moved = o2l_calloc(n_spans, 1);
+    }
     if (!rel->ex.spans || !rel->ex.scopes || !rel->request_ids || !rel->index ||
-        !sm->slots) {
+        !rel->index->orig || !rel->index->moved || !sm->slots) {
         release_free(rel);
         o2l_free(sm->slots);
         sm->slots = NULL;
         return O2L_ENOMEM;
     }
+    rel->index->spans = rel->ex.spans;
     rel->index->mask = cap - 1;
     sm->mask = cap - 1;
     return O2L_OK;
 }
 
-/* One span of request |r| is released. */
-static void req_release_one(struct o2l_assemble *a, struct held_req *r)
-{
-    r->held--;
-    r->left = r->held;
-    if (r->held == 0) {
-        a->bytes -= r->bytes;
-        req_unlink(&a->live, r);
-        req_push(&a->drained, r);
-    }
-}
-
-/* Moves the spans of chosen trace |t| into |rel| and frees |t|. */
+/*
+ * Moves the spans of chosen trace |t| into |rel| and frees |t|. When a
+ * custom trace id is remembered for the trace, the copies carry it as
+ * their trace id, so the mapper joins them to the trace their earlier
+ * spans went to (o2l_assemble_facts puts the original back as
+ * otel_trace_id).
+ */
 static void release_trace(struct o2l_assemble *a, struct held_trace *t,
                           struct o2l_release *rel, struct scope_map *sm)
 {
+    const struct move *mv = (const struct move *)table_find(&a->moves, t->e.id);
+
     for (size_t i = 0; i < t->n_refs; i++) {
         struct span_ref *ref = &t->refs[i];
-        size_t k = rel->ex.n_spans++;
+        size_t k;
 
+        if (!ref->span) {
+            continue; /* replaced by a later copy */
+        }
+        k = rel->ex.n_spans++;
         rel->ex.spans[k] = *ref->span;
         rel->ex.spans[k].scope =
             scope_place(sm, ref->req, ref->span->scope, &rel->ex);
+        rel->index->orig[k] = ref->span->trace_id;
+        if (mv) {
+            memcpy(rel->ex.spans[k].trace_id, mv->to,
+                   sizeof(rel->ex.spans[k].trace_id));
+            rel->index->moved[k] = 1;
+        }
         rel->request_ids[k] = ref->req->id;
         index_put(rel->index, rel, k);
         req_release_one(a, ref->req);
     }
-    a->n_spans -= t->n_refs;
+    a->n_spans -= t->n_live;
     heap_remove(a, t);
     table_remove(&a->traces, &t->e);
     trace_free(t);
@@ -797,13 +990,15 @@ int o2l_assemble_release(struct o2l_assemble *a, uint64_t now_ms, bool all,
     int rc;
 
     memset(out, 0, sizeof(*out));
+    a->open = NULL;
+    moves_expire(a, now_ms);
     n = choose_due(a, now_ms, all);
     if (n == 0) {
         return O2L_OK;
     }
     qsort(a->chosen, n, sizeof(*a->chosen), cmp_seq);
     for (size_t k = 0; k < n; k++) {
-        n_spans += a->chosen[k]->n_refs;
+        n_spans += a->chosen[k]->n_live;
     }
 
     rc = release_alloc(out, &sm, n_spans);
@@ -815,27 +1010,20 @@ int o2l_assemble_release(struct o2l_assemble *a, uint64_t now_ms, bool all,
         release_trace(a, a->chosen[k], out, &sm);
     }
     o2l_free(sm.slots);
+    a->open = out->index;
     return O2L_OK;
 }
 
 uint64_t o2l_release_request(const struct o2l_release *rel, const char *span_id)
 {
-    const struct o2l_release_index *ix = rel->index;
-    size_t h;
+    size_t pos = SIZE_MAX;
+    size_t k;
 
-    if (!ix || !span_id) {
+    if (!rel->index || !span_id) {
         return 0;
     }
-    h = (size_t)hash_text(span_id) & ix->mask;
-    while (ix->slots[h]) {
-        size_t k = ix->slots[h] - 1;
-
-        if (strcmp(rel->ex.spans[k].span_id, span_id) == 0) {
-            return rel->request_ids[k];
-        }
-        h = (h + 1) & ix->mask;
-    }
-    return 0;
+    k = index_next(rel->index, span_id, &pos);
+    return k == SIZE_MAX ? 0 : rel->request_ids[k];
 }
 
 int o2l_assemble_done(struct o2l_assemble *a, struct o2l_release *rel,
@@ -846,6 +1034,7 @@ int o2l_assemble_done(struct o2l_assemble *a, struct o2l_release *rel,
 
     *ids = NULL;
     *n_ids = 0;
+    a->open = NULL;
     if (rel) {
         release_free(rel);
     }
@@ -1161,18 +1350,128 @@ static int facts_trace(struct o2l_assemble *a, struct o2l_mapped *m,
     return O2L_OK;
 }
 
+/* The metadata key that keeps an observation's original trace id. */
+#define OTEL_TRACE_ID "otel_trace_id"
+
+/*
+ * The span of the open release observation |o| was mapped from: of the
+ * spans with its span id (span events: the first 16 characters of the
+ * observation id), the one under the same trace id, else the one under
+ * the trace id its metadata names as original, else the first. SIZE_MAX
+ * when there is none.
+ */
+static size_t span_of(const struct o2l_release_index *ix,
+                      const struct o2l_observation *o)
+{
+    const cJSON *md =
+        cJSON_GetObjectItemCaseSensitive(o->metadata, OTEL_TRACE_ID);
+    const char *named = cJSON_IsString(md) ? md->valuestring : NULL;
+    size_t first = SIZE_MAX;
+    size_t second = SIZE_MAX;
+    size_t pos = SIZE_MAX;
+    size_t k;
+    char id[17];
+
+    snprintf(id, sizeof(id), "%.16s", o->id);
+    while ((k = index_next(ix, id, &pos)) != SIZE_MAX) {
+        if (strcmp(ix->spans[k].trace_id, o->trace_id) == 0) {
+            return k;
+        }
+        if (first == SIZE_MAX) {
+            first = k;
+        }
+        if (second == SIZE_MAX && named &&
+            strcmp(ix->spans[k].trace_id, named) == 0) {
+            second = k;
+        }
+    }
+    return second != SIZE_MAX ? second : first;
+}
+
+/*
+ * The mapper saw the remembered trace id as the span's own, so it could
+ * not name the original: otel_trace_id becomes |orig| (MAPPING §6), or
+ * goes when the span ended up under its original trace id after all.
+ */
+static int set_origin(struct o2l_observation *o, const char *orig,
+                      const char *given)
+{
+    cJSON *v;
+
+    if (strcmp(o->trace_id, orig) == 0) {
+        v = cJSON_GetObjectItemCaseSensitive(o->metadata, OTEL_TRACE_ID);
+        if (cJSON_IsString(v) && strcmp(v->valuestring, given) == 0) {
+            cJSON_DeleteItemFromObjectCaseSensitive(o->metadata, OTEL_TRACE_ID);
+        }
+        return O2L_OK;
+    }
+    if (!o->metadata) {
+        o->metadata = cJSON_CreateObject();
+        if (!o->metadata) {
+            return O2L_ENOMEM;
+        }
+    }
+    v = cJSON_CreateString(orig);
+    if (!v) {
+        return O2L_ENOMEM;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(o->metadata, OTEL_TRACE_ID)) {
+        cJSON_ReplaceItemInObjectCaseSensitive(o->metadata, OTEL_TRACE_ID, v);
+    } else if (!cJSON_AddItemToObject(o->metadata, OTEL_TRACE_ID, v)) {
+        cJSON_Delete(v);
+        return O2L_ENOMEM;
+    }
+    return O2L_OK;
+}
+
+/*
+ * MAPPING §6 across windows: remembers, per original trace id, the trace
+ * id its spans of the open release were mapped to when that differs, and
+ * names the original of the spans that release_trace() moved.
+ */
+static int follow_moves(struct o2l_assemble *a, struct o2l_mapped *m,
+                        uint64_t now_ms)
+{
+    const struct o2l_release_index *ix = a->open;
+    int rc = O2L_OK;
+
+    if (!ix) {
+        return O2L_OK;
+    }
+    for (size_t i = 0; i < m->n_obs && rc == O2L_OK; i++) {
+        struct o2l_observation *o = &m->obs[i];
+        size_t k = span_of(ix, o);
+        const char *orig;
+
+        if (k == SIZE_MAX) {
+            continue;
+        }
+        orig = ix->orig[k];
+        if (ix->moved[k]) {
+            rc = set_origin(o, orig, ix->spans[k].trace_id);
+        }
+        if (rc == O2L_OK && strcmp(o->trace_id, orig) != 0) {
+            rc = move_store(a, orig, o->trace_id, now_ms);
+        }
+    }
+    return rc;
+}
+
 int o2l_assemble_facts(struct o2l_assemble *a, struct o2l_mapped *m,
                        uint64_t now_ms)
 {
-    facts_expire(a, now_ms);
-    for (size_t i = 0; i < m->n_traces; i++) {
-        int rc = facts_trace(a, m, &m->traces[i], now_ms);
+    int rc;
 
-        if (rc != O2L_OK) {
-            return rc;
-        }
+    facts_expire(a, now_ms);
+    moves_expire(a, now_ms);
+    rc = follow_moves(a, m, now_ms);
+    if (rc != O2L_OK) {
+        return rc;
     }
-    return O2L_OK;
+    for (size_t i = 0; i < m->n_traces && rc == O2L_OK; i++) {
+        rc = facts_trace(a, m, &m->traces[i], now_ms);
+    }
+    return rc;
 }
 
 /* ---- state --------------------------------------------------------------- */
@@ -1231,10 +1530,18 @@ void o2l_assemble_free(struct o2l_assemble *a)
         o2l_free(e);
         e = next;
     }
+    e = a->moves.head;
+    while (e) {
+        struct entry *next = e->next;
+
+        o2l_free(e);
+        e = next;
+    }
     req_list_free(&a->live);
     req_list_free(&a->drained);
     o2l_free(a->traces.buckets);
     o2l_free(a->facts.buckets);
+    o2l_free(a->moves.buckets);
     o2l_free(a->heap);
     o2l_free(a->chosen);
     o2l_free(a);

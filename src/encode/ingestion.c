@@ -474,7 +474,7 @@ static void write_observation(struct jbuf *b, const struct o2l_observation *o,
 static void trim_event(struct jbuf *b, struct span_ref *refs, size_t max)
 {
     while (b->len > max && !b->oom) {
-        char marker[160];
+        char marker[O2L_TRIM_MARKER_MAX];
         struct jbuf m = {0};
         struct span_ref *big = NULL;
         size_t start;
@@ -489,13 +489,11 @@ static void trim_event(struct jbuf *b, struct span_ref *refs, size_t max)
         if (!big) {
             return;
         }
-        snprintf(marker, sizeof(marker),
-                 "[otel2langfuse: %s of %zu bytes removed: event over the "
-                 "%zu-byte limit]",
-                 big->what, big->len, max);
+        snprintf(marker, sizeof(marker), O2L_TRIM_MARKER_FMT, big->what,
+                 big->len, max);
         if (big == &refs[REF_METADATA]) {
             /* Langfuse wants metadata to stay an object. */
-            jb_lit(&m, "{\"otel2langfuse_truncated\":");
+            jb_lit(&m, "{\"" O2L_TRIM_METADATA_KEY "\":");
             jb_str(&m, marker);
             jb_char(&m, '}');
         } else {

@@ -8,7 +8,9 @@
 #include <string.h>
 
 #include "o2l/common.h"
+#include "o2l/map_conv.h"
 #include "o2l/map_util.h"
+#include "o2l/mapper.h"
 #include "o2l/otlp_util.h"
 #include "opentelemetry/proto/trace/v1/trace.pb-c.h"
 
@@ -23,10 +25,14 @@ typedef Opentelemetry__Proto__Trace__V1__ResourceSpans pb_resource_spans;
 typedef Opentelemetry__Proto__Trace__V1__ScopeSpans pb_scope_spans;
 typedef Opentelemetry__Proto__Trace__V1__Span pb_span;
 typedef Opentelemetry__Proto__Trace__V1__Span__Event pb_event;
+typedef Opentelemetry__Proto__Trace__V1__Span__Link pb_link;
 typedef Opentelemetry__Proto__Trace__V1__Status pb_status;
 
 /* Room for the langfuse.* attributes of one span. */
 #define LF_ATTRS_MAX 32
+
+#define ANY_STRING                                                             \
+    OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE
 
 /* OTLP SpanKind of the child spans made from span events. */
 #define SPAN_KIND_INTERNAL                                                     \
@@ -57,6 +63,9 @@ struct arena {
     void **owned; /* cJSON-allocated texts */
     size_t n_owned;
     size_t cap_owned;
+    cJSON **trees; /* redacted copies of attribute objects */
+    size_t n_trees;
+    size_t cap_trees;
 };
 
 static size_t round_up(size_t n)
@@ -110,6 +119,24 @@ static int arena_own(struct arena *a, void *p)
     return O2L_OK;
 }
 
+/* Takes the tree |t| into the arena; deletes it on failure. */
+static int arena_own_tree(struct arena *a, cJSON *t)
+{
+    if (a->n_trees == a->cap_trees) {
+        size_t cap = a->cap_trees ? a->cap_trees * 2 : 8;
+        cJSON **trees = o2l_realloc(a->trees, cap * sizeof(*trees));
+
+        if (!trees) {
+            cJSON_Delete(t);
+            return O2L_ENOMEM;
+        }
+        a->trees = trees;
+        a->cap_trees = cap;
+    }
+    a->trees[a->n_trees++] = t;
+    return O2L_OK;
+}
+
 /* Empties the arena for the next item, keeping one standard block. */
 static void arena_reset(struct arena *a)
 {
@@ -119,6 +146,10 @@ static void arena_reset(struct arena *a)
         cJSON_free(a->owned[i]);
     }
     a->n_owned = 0;
+    for (size_t i = 0; i < a->n_trees; i++) {
+        cJSON_Delete(a->trees[i]);
+    }
+    a->n_trees = 0;
     while (a->head) {
         struct arena_block *next = a->head->next;
 
@@ -139,6 +170,7 @@ static void arena_release(struct arena *a)
     arena_reset(a);
     o2l_free(a->head);
     o2l_free(a->owned);
+    o2l_free(a->trees);
     memset(a, 0, sizeof(*a));
 }
 
@@ -243,6 +275,8 @@ struct enc {
     const struct o2l_export *ex;
     const struct o2l_mapped *m;
     bool keep_original;
+    size_t max_item_bytes;
+    const struct o2l_map_config *map; /* redaction; NULL: none */
     const struct o2l_span **obs_span; /* per observation; its parent span
                                          for a span event */
     size_t *obs_trace;                /* per observation, or SIZE_MAX */
@@ -362,7 +396,8 @@ static void mark_agents(struct enc *e)
 }
 
 static int enc_init(struct enc *e, const struct o2l_export *ex,
-                    const struct o2l_mapped *m, bool keep_original)
+                    const struct o2l_mapped *m,
+                    const struct o2l_otlp_out_config *cfg)
 {
     size_t n_obs = m->n_obs ? m->n_obs : 1;
     int rc;
@@ -370,7 +405,10 @@ static int enc_init(struct enc *e, const struct o2l_export *ex,
     memset(e, 0, sizeof(*e));
     e->ex = ex;
     e->m = m;
-    e->keep_original = keep_original;
+    e->keep_original = cfg ? cfg->keep_original : true;
+    e->map = cfg ? cfg->map : NULL;
+    e->max_item_bytes =
+        cfg && cfg->max_item_bytes ? cfg->max_item_bytes : O2L_EVENT_MAX_BYTES;
     e->obs_span = o2l_calloc(n_obs, sizeof(*e->obs_span));
     e->obs_trace = o2l_calloc(n_obs, sizeof(*e->obs_trace));
     e->obs_flags = o2l_calloc(n_obs, sizeof(*e->obs_flags));
@@ -632,6 +670,92 @@ static pb_any *any_from_json(struct arena *a, const cJSON *j)
     return any_new(a);
 }
 
+/* ---- redaction of what is forwarded --------------------------------- */
+
+/*
+ * A copy of the value |v| with mapping.redact applied, owned by |a|, in
+ * *out; *out = v when nothing in it is redacted. A string holding a JSON
+ * object or array is looked into and written back as compact text.
+ */
+static int redact_value(struct arena *a, const struct o2l_map_config *map,
+                        const cJSON *v, const cJSON **out)
+{
+    cJSON *copy = NULL;
+    int rc;
+
+    *out = v;
+    if (cJSON_IsString(v) && v->valuestring &&
+        (v->valuestring[0] == '{' || v->valuestring[0] == '[')) {
+        cJSON *tree = cJSON_ParseWithOpts(v->valuestring, NULL, true);
+        char *text;
+
+        if (!tree || !o2l_map_redact_needed(map, tree)) {
+            cJSON_Delete(tree);
+            return O2L_OK;
+        }
+        rc = o2l_map_redact(map, &tree);
+        text = rc == O2L_OK ? cJSON_PrintUnformatted(tree) : NULL;
+        cJSON_Delete(tree);
+        copy = text ? cJSON_CreateString(text) : NULL;
+        cJSON_free(text);
+    } else if (o2l_map_redact_needed(map, v)) {
+        copy = cJSON_Duplicate(v, true);
+        if (copy && o2l_map_redact(map, &copy) != O2L_OK) {
+            cJSON_Delete(copy);
+            copy = NULL;
+        }
+    } else {
+        return O2L_OK;
+    }
+    if (!copy || arena_own_tree(a, copy) != O2L_OK) {
+        return O2L_ENOMEM;
+    }
+    *out = copy;
+    return O2L_OK;
+}
+
+/*
+ * The attribute object |attrs| as it is forwarded: with mapping.redact
+ * set, a copy (owned by |a|) in which a listed key's value is the marker
+ * and listed keys inside values are redacted too.
+ */
+static int redact_attrs(struct arena *a, const struct o2l_map_config *map,
+                        const cJSON *attrs, const cJSON **out)
+{
+    cJSON *copy;
+    cJSON *next;
+    int rc = O2L_OK;
+
+    *out = attrs;
+    if (!map || !map->redact || !map->redact[0] || !attrs) {
+        return O2L_OK;
+    }
+    copy = cJSON_Duplicate(attrs, true);
+    if (!copy || arena_own_tree(a, copy) != O2L_OK) {
+        return O2L_ENOMEM;
+    }
+    for (cJSON *it = copy->child; it && rc == O2L_OK; it = next) {
+        const cJSON *value;
+        cJSON *repl = NULL;
+
+        next = it->next;
+        if (o2l_map_is_redacted(map, it->string)) {
+            rc = o2l_map_marker(map, &repl);
+        } else {
+            rc = redact_value(a, map, it, &value);
+            if (rc == O2L_OK && value != it) {
+                repl = cJSON_Duplicate(value, true);
+                rc = repl ? O2L_OK : O2L_ENOMEM;
+            }
+        }
+        if (repl) {
+            cJSON_ReplaceItemInObjectCaseSensitive(copy, it->string, repl);
+        }
+    }
+    *out = copy;
+    return rc;
+}
+
 /* ---- resource and scope ------------------------------------------------ */
 
 static int build_scope(struct enc *e, size_t index)
@@ -652,15 +776,25 @@ static int build_scope(struct enc *e, size_t index)
     *res = res_init;
     *scope = scope_init;
     if (sc->resource_attrs) {
-        rc = kvs_from_json(&e->shared, sc->resource_attrs, &res->attributes,
-                           &res->n_attributes);
+        const cJSON *attrs;
+
+        rc = redact_attrs(&e->shared, e->map, sc->resource_attrs, &attrs);
+        if (rc == O2L_OK) {
+            rc = kvs_from_json(&e->shared, attrs, &res->attributes,
+                               &res->n_attributes);
+        }
         if (rc != O2L_OK) {
             return rc;
         }
     }
     if (sc->attrs) {
-        rc = kvs_from_json(&e->shared, sc->attrs, &scope->attributes,
-                           &scope->n_attributes);
+        const cJSON *attrs;
+
+        rc = redact_attrs(&e->shared, e->map, sc->attrs, &attrs);
+        if (rc == O2L_OK) {
+            rc = kvs_from_json(&e->shared, attrs, &scope->attributes,
+                               &scope->n_attributes);
+        }
         if (rc != O2L_OK) {
             return rc;
         }
@@ -780,6 +914,10 @@ static const char *const owned_keys[] = {
     "langfuse.release",
     "langfuse.trace.public",
     "langfuse.trace.metadata",
+    /* Written on the true root only (MAPPING §1.6): no other span may
+     * carry an original one. */
+    "langfuse.trace.input",
+    "langfuse.trace.output",
 };
 
 /* The raw model and cost keys the map stage reads (besides the explicit
@@ -845,12 +983,6 @@ static bool keeps_original(const struct item_ctx *c, const char *key)
 {
     if (o2l_mu_starts(key, "langfuse.")) {
         if (in_list(key, owned_keys, O2L_ARRAY_LEN(owned_keys))) {
-            return false;
-        }
-        /* The trace's own input and output are written on the true
-         * root; elsewhere an explicit original stays for Langfuse. */
-        if (c->root && (strcmp(key, "langfuse.trace.input") == 0 ||
-                        strcmp(key, "langfuse.trace.output") == 0)) {
             return false;
         }
         /* Only the true root may act as a root. */
@@ -1000,8 +1132,9 @@ static int put_trace(struct attr_list *l, const struct item_ctx *c)
     if (rc == O2L_OK) {
         rc = put_str(l, "langfuse.release", t->release);
     }
-    if (rc == O2L_OK && t->public_flag == 1) {
-        rc = put_any(l, "langfuse.trace.public", any_bool(l->a, true));
+    if (rc == O2L_OK && t->public_flag >= 0) {
+        rc = put_any(l, "langfuse.trace.public",
+                     any_bool(l->a, t->public_flag == 1));
     }
     if (rc == O2L_OK) {
         rc = put_str(l, "langfuse.trace.metadata", ti->metadata_text);
@@ -1015,12 +1148,13 @@ static int put_trace(struct attr_list *l, const struct item_ctx *c)
     return rc;
 }
 
-static int put_originals(struct attr_list *l, const struct item_ctx *c)
+static int put_originals(struct attr_list *l, const struct item_ctx *c,
+                         const struct o2l_map_config *map)
 {
-    int rc = O2L_OK;
+    const cJSON *attrs;
+    int rc = redact_attrs(l->a, map, c->span->attrs, &attrs);
 
-    for (const cJSON *a = c->span->attrs->child; a && rc == O2L_OK;
-         a = a->next) {
+    for (const cJSON *a = attrs->child; a && rc == O2L_OK; a = a->next) {
         if (!a->string || cJSON_IsNull(a) || !keeps_original(c, a->string)) {
             continue;
         }
@@ -1067,7 +1201,8 @@ static void fill_ids(const struct item_ctx *c, bool child, struct span_ids *ids)
                       hex_bytes(o->parent_id, ids->parent, sizeof(ids->parent));
 }
 
-static int build_events(struct arena *a, const struct o2l_span *s, pb_span *sp)
+static int build_events(struct arena *a, const struct o2l_map_config *map,
+                        const struct o2l_span *s, pb_span *sp)
 {
     static const pb_event init =
         OPENTELEMETRY__PROTO__TRACE__V1__SPAN__EVENT__INIT;
@@ -1091,13 +1226,70 @@ static int build_events(struct arena *a, const struct o2l_span *s, pb_span *sp)
         pe->time_unix_nano = ev->time_ns;
         pe->name = ev->name ? ev->name : "";
         if (ev->attrs) {
-            rc =
-                kvs_from_json(a, ev->attrs, &pe->attributes, &pe->n_attributes);
+            const cJSON *attrs;
+
+            rc = redact_attrs(a, map, ev->attrs, &attrs);
+            if (rc == O2L_OK) {
+                rc = kvs_from_json(a, attrs, &pe->attributes,
+                                   &pe->n_attributes);
+            }
             if (rc != O2L_OK) {
                 return rc;
             }
         }
         sp->events[sp->n_events++] = pe;
+    }
+    return O2L_OK;
+}
+
+/* The links as received: their ids are never rewritten. */
+static int build_links(struct arena *a, const struct o2l_map_config *map,
+                       const struct o2l_span *s, pb_span *sp)
+{
+    static const pb_link init =
+        OPENTELEMETRY__PROTO__TRACE__V1__SPAN__LINK__INIT;
+    int rc;
+
+    if (s->n_links == 0) {
+        return O2L_OK;
+    }
+    sp->links = arena_alloc(a, s->n_links * sizeof(*sp->links));
+    if (!sp->links) {
+        return O2L_ENOMEM;
+    }
+    for (size_t i = 0; i < s->n_links; i++) {
+        const struct o2l_span_link *l = &s->links[i];
+        pb_link *pl = arena_alloc(a, sizeof(*pl));
+        uint8_t *ids = arena_alloc(a, 16 + 8);
+
+        if (!pl || !ids) {
+            return O2L_ENOMEM;
+        }
+        *pl = init;
+        if (!hex_bytes(l->trace_id, ids, 16) ||
+            !hex_bytes(l->span_id, ids + 16, 8)) {
+            continue; /* the decoder never keeps such a link */
+        }
+        pl->trace_id.data = ids;
+        pl->trace_id.len = 16;
+        pl->span_id.data = ids + 16;
+        pl->span_id.len = 8;
+        pl->trace_state = l->trace_state ? l->trace_state : "";
+        pl->dropped_attributes_count = l->dropped_attributes_count;
+        pl->flags = l->flags;
+        if (l->attrs) {
+            const cJSON *attrs;
+
+            rc = redact_attrs(a, map, l->attrs, &attrs);
+            if (rc == O2L_OK) {
+                rc = kvs_from_json(a, attrs, &pl->attributes,
+                                   &pl->n_attributes);
+            }
+            if (rc != O2L_OK) {
+                return rc;
+            }
+        }
+        sp->links[sp->n_links++] = pl;
     }
     return O2L_OK;
 }
@@ -1123,7 +1315,7 @@ static int build_attrs(struct enc *e, const struct item_ctx *c, bool child,
         rc = put_trace(&l, c);
     }
     if (rc == O2L_OK && originals) {
-        rc = put_originals(&l, c);
+        rc = put_originals(&l, c, e->map);
     }
     sp->attributes = l.kv;
     sp->n_attributes = l.n;
@@ -1157,6 +1349,8 @@ static int build_span(struct enc *e, const struct item_ctx *c, bool child,
         sp->kind = (Opentelemetry__Proto__Trace__V1__Span__SpanKind)s->kind;
         sp->start_time_unix_nano = s->start_ns;
         sp->end_time_unix_nano = s->end_ns;
+        sp->trace_state = s->trace_state ? s->trace_state : "";
+        sp->flags = s->flags;
     } else {
         sp->start_time_unix_nano = o->start_ns;
         sp->end_time_unix_nano = o->end_ns ? o->end_ns : o->start_ns;
@@ -1173,10 +1367,98 @@ static int build_span(struct enc *e, const struct item_ctx *c, bool child,
         st->message = s->status_message ? s->status_message : "";
         sp->status = st;
     }
-    if (!child && s && build_events(&e->item, s, sp) != O2L_OK) {
+    if (!child && s && build_events(&e->item, e->map, s, sp) != O2L_OK) {
+        return O2L_ENOMEM;
+    }
+    if (!child && s && build_links(&e->item, e->map, s, sp) != O2L_OK) {
         return O2L_ENOMEM;
     }
     return build_attrs(e, c, child, sp);
+}
+
+/* ---- the size guard --------------------------------------------------- */
+
+/* The values that may be replaced with a marker, and the word for each. */
+static const struct {
+    const char *key;
+    const char *what;
+    bool object; /* JSON text of an object: the marker stays an object */
+} trim_keys[] = {
+    {"langfuse.observation.input", "input", false},
+    {"langfuse.observation.output", "output", false},
+    {"langfuse.observation.metadata", "metadata", true},
+    {"langfuse.trace.input", "trace input", false},
+    {"langfuse.trace.output", "trace output", false},
+    {"langfuse.trace.metadata", "trace metadata", true},
+};
+
+/* The largest string value among trim_keys worth replacing, or NULL. */
+static pb_kv *largest_trimmable(const pb_span *sp, size_t *which, size_t *len)
+{
+    pb_kv *big = NULL;
+
+    *len = 0;
+    for (size_t i = 0; i < sp->n_attributes; i++) {
+        pb_kv *kv = sp->attributes[i];
+        size_t n;
+
+        if (kv->value->value_case != ANY_STRING || !kv->value->string_value) {
+            continue;
+        }
+        for (size_t k = 0; k < O2L_ARRAY_LEN(trim_keys); k++) {
+            if (strcmp(kv->key, trim_keys[k].key) != 0) {
+                continue;
+            }
+            n = strlen(kv->value->string_value);
+            if (n > O2L_TRIM_MARKER_MAX + 64 && n > *len) {
+                big = kv;
+                *which = k;
+                *len = n;
+            }
+            break;
+        }
+    }
+    return big;
+}
+
+/*
+ * The ingestion path's rule for OTLP items: while |rs| packs to more than
+ * |max| bytes, the largest of the span's langfuse.* input, output and
+ * metadata values is replaced with the shared marker. An item still too
+ * big after that (its original attributes, say) is sent as it is.
+ */
+static int trim_item(struct arena *a, const pb_resource_spans *rs, pb_span *sp,
+                     size_t max)
+{
+    while (protobuf_c_message_get_packed_size(&rs->base) > max) {
+        char marker[O2L_TRIM_MARKER_MAX];
+        size_t which = 0;
+        size_t len = 0;
+        pb_kv *big = largest_trimmable(sp, &which, &len);
+        size_t cap = sizeof(marker) + sizeof(O2L_TRIM_METADATA_KEY) + 8;
+        char *text;
+        pb_any *v;
+
+        if (!big) {
+            return O2L_OK;
+        }
+        snprintf(marker, sizeof(marker), O2L_TRIM_MARKER_FMT,
+                 trim_keys[which].what, len, max);
+        text = arena_alloc(a, cap);
+        v = any_string(a, text);
+        if (!text || !v) {
+            return O2L_ENOMEM;
+        }
+        /* The marker holds no character JSON would escape. */
+        if (trim_keys[which].object) {
+            snprintf(text, cap, "{\"%s\":\"%s\"}", O2L_TRIM_METADATA_KEY,
+                     marker);
+        } else {
+            snprintf(text, cap, "%s", marker);
+        }
+        big->value = v;
+    }
+    return O2L_OK;
 }
 
 /* Packs |rs| and appends it as one item of |out|. */
@@ -1270,7 +1552,10 @@ static int encode_one(struct enc *e, size_t i, struct o2l_event_list *out)
     ss.spans = sp_list;
     rs.n_scope_spans = 1;
     rs.scope_spans = ss_list;
-    rc = append_item(&rs, o, out);
+    rc = trim_item(&e->item, &rs, &sp, e->max_item_bytes);
+    if (rc == O2L_OK) {
+        rc = append_item(&rs, o, out);
+    }
 
 out:
     arena_reset(&e->item);
@@ -1287,7 +1572,7 @@ int o2l_encode_otlp(const struct o2l_export *ex, const struct o2l_mapped *m,
     if (!m || m->n_obs == 0) {
         return O2L_OK;
     }
-    rc = enc_init(&e, ex, m, cfg ? cfg->keep_original : true);
+    rc = enc_init(&e, ex, m, cfg);
     if (rc == O2L_OK) {
         rc = o2l_event_list_reserve(out, m->n_obs);
     }

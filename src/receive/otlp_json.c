@@ -729,7 +729,89 @@ static int decode_status(const cJSON *span, struct o2l_span *s)
     return O2L_OK;
 }
 
-/* Links, flags and trace state are skipped, as in otlp_pb.c. */
+/* A fixed32 or uint32 member; anything unreadable or too large is 0. */
+static uint32_t member_u32(const cJSON *obj, const char *camel,
+                           const char *snake)
+{
+    uint64_t v = 0;
+
+    if (!read_u64(member(obj, camel, snake), &v) || v > UINT32_MAX) {
+        return 0;
+    }
+    return (uint32_t)v;
+}
+
+/* A tracestate member as a clean new string; NULL when absent or empty
+ * (*rc O2L_ENOMEM when a copy failed). */
+static char *member_trace_state(const cJSON *obj, int *rc)
+{
+    cJSON *v = member(obj, "traceState", "trace_state");
+    char *out;
+
+    if (!cJSON_IsString(v) || !v->valuestring[0]) {
+        return NULL;
+    }
+    out = take_text(v);
+    if (!out) {
+        *rc = O2L_ENOMEM;
+    }
+    return out;
+}
+
+/* Links whose ids are not both valid are left out (span.h). */
+static int decode_links(const cJSON *in, struct o2l_span *s)
+{
+    cJSON *links = NULL;
+    int n;
+    int rc;
+
+    rc = member_typed(in, "links", "links", cJSON_Array, &links);
+    if (rc != O2L_OK) {
+        return rc;
+    }
+    n = cJSON_GetArraySize(links);
+    if (n <= 0) {
+        return O2L_OK;
+    }
+    s->links = o2l_calloc((size_t)n, sizeof(*s->links));
+    if (!s->links) {
+        return O2L_ENOMEM;
+    }
+    for (cJSON *l = links->child; l; l = l->next) {
+        struct o2l_span_link *out = &s->links[s->n_links];
+        const char *trace;
+        const char *span;
+        size_t trace_len;
+        size_t span_len;
+
+        if (!cJSON_IsObject(l)) {
+            return O2L_EPARSE;
+        }
+        trace = member_text(l, "traceId", "trace_id", &trace_len);
+        span = member_text(l, "spanId", "span_id", &span_len);
+        if (o2l_otlp_id_from_text(trace, trace_len, O2L_OTLP_TRACE_ID_BYTES,
+                                  out->trace_id) != O2L_OTLP_ID_OK ||
+            o2l_otlp_id_from_text(span, span_len, O2L_OTLP_SPAN_ID_BYTES,
+                                  out->span_id) != O2L_OTLP_ID_OK) {
+            memset(out, 0, sizeof(*out));
+            continue;
+        }
+        s->n_links++;
+        out->dropped_attributes_count =
+            member_u32(l, "droppedAttributesCount", "dropped_attributes_count");
+        out->flags = member_u32(l, "flags", "flags");
+        out->trace_state = member_trace_state(l, &rc);
+        if (rc == O2L_OK) {
+            rc = attrs_member(l, "attributes", "attributes", &out->attrs);
+        }
+        if (rc != O2L_OK) {
+            return rc;
+        }
+    }
+    return O2L_OK;
+}
+
+/* Schema URLs and the dropped counts of the span are not kept. */
 static int decode_span(struct o2l_otlp_builder *b, const cJSON *in,
                        size_t scope)
 {
@@ -773,6 +855,7 @@ static int decode_span(struct o2l_otlp_builder *b, const cJSON *in,
                           (int)O2L_ARRAY_LEN(span_kinds));
     s->start_ns = member_time(in, "startTimeUnixNano", "start_time_unix_nano");
     s->end_ns = member_time(in, "endTimeUnixNano", "end_time_unix_nano");
+    s->flags = member_u32(in, "flags", "flags");
     s->name = member_string(in, "name", "name");
     if (!s->name) {
         return O2L_ENOMEM;
@@ -783,6 +866,12 @@ static int decode_span(struct o2l_otlp_builder *b, const cJSON *in,
     }
     if (rc == O2L_OK) {
         rc = decode_events(in, s);
+    }
+    if (rc == O2L_OK) {
+        s->trace_state = member_trace_state(in, &rc);
+    }
+    if (rc == O2L_OK) {
+        rc = decode_links(in, s);
     }
     if (rc != O2L_OK) {
         return rc;

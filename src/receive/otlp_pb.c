@@ -396,11 +396,65 @@ static int decode_events(const Opentelemetry__Proto__Trace__V1__Span *in,
     return O2L_OK;
 }
 
-/*
- * TODO: links, flags, trace state and schema URLs are not decoded because
- * struct o2l_span has no place for them, so the enriched OTLP output cannot
- * forward them as received.
- */
+/* A tracestate string, NULL when empty (*rc O2L_ENOMEM when a copy
+ * failed). */
+static char *pb_trace_state(const char *s, int *rc)
+{
+    char *out;
+
+    if (pb_strlen(s) == 0) {
+        return NULL;
+    }
+    out = pb_strdup(s);
+    if (!out) {
+        *rc = O2L_ENOMEM;
+    }
+    return out;
+}
+
+/* Links whose ids are not both valid are left out (span.h). */
+static int decode_links(const Opentelemetry__Proto__Trace__V1__Span *in,
+                        struct o2l_span *s)
+{
+    int rc = O2L_OK;
+
+    if (in->n_links == 0) {
+        return O2L_OK;
+    }
+    s->links = o2l_calloc(in->n_links, sizeof(*s->links));
+    if (!s->links) {
+        return O2L_ENOMEM;
+    }
+    for (size_t i = 0; i < in->n_links; i++) {
+        const Opentelemetry__Proto__Trace__V1__Span__Link *l = in->links[i];
+        struct o2l_span_link *out = &s->links[s->n_links];
+
+        if (!l ||
+            o2l_otlp_id_from_bytes(l->trace_id.data, l->trace_id.len,
+                                   O2L_OTLP_TRACE_ID_BYTES,
+                                   out->trace_id) != O2L_OTLP_ID_OK ||
+            o2l_otlp_id_from_bytes(l->span_id.data, l->span_id.len,
+                                   O2L_OTLP_SPAN_ID_BYTES,
+                                   out->span_id) != O2L_OTLP_ID_OK) {
+            memset(out, 0, sizeof(*out));
+            continue;
+        }
+        s->n_links++;
+        out->dropped_attributes_count = l->dropped_attributes_count;
+        out->flags = l->flags;
+        out->trace_state = pb_trace_state(l->trace_state, &rc);
+        if (rc != O2L_OK) {
+            return rc;
+        }
+        out->attrs = attrs_to_json(l->attributes, l->n_attributes, &rc);
+        if (rc != O2L_OK) {
+            return rc;
+        }
+    }
+    return O2L_OK;
+}
+
+/* Schema URLs and the dropped counts of the span are not kept. */
 static int decode_span(struct o2l_otlp_builder *b,
                        const Opentelemetry__Proto__Trace__V1__Span *in,
                        size_t scope)
@@ -428,6 +482,7 @@ static int decode_span(struct o2l_otlp_builder *b,
     memcpy(s->parent_id, parent_hex, sizeof(s->parent_id));
     s->scope = scope;
     s->kind = (int)in->kind;
+    s->flags = in->flags;
     s->start_ns = in->start_time_unix_nano;
     s->end_ns = in->end_time_unix_nano;
     s->name = pb_strdup(in->name);
@@ -451,6 +506,13 @@ static int decode_span(struct o2l_otlp_builder *b,
         return rc;
     }
     rc = decode_events(in, s);
+    if (rc != O2L_OK) {
+        return rc;
+    }
+    s->trace_state = pb_trace_state(in->trace_state, &rc);
+    if (rc == O2L_OK) {
+        rc = decode_links(in, s);
+    }
     if (rc != O2L_OK) {
         return rc;
     }

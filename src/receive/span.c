@@ -18,6 +18,12 @@ void o2l_span_clear(struct o2l_span *s)
         cJSON_Delete(s->events[i].attrs);
     }
     o2l_free(s->events);
+    o2l_free(s->trace_state);
+    for (size_t i = 0; i < s->n_links; i++) {
+        o2l_free(s->links[i].trace_state);
+        cJSON_Delete(s->links[i].attrs);
+    }
+    o2l_free(s->links);
     memset(s, 0, sizeof(*s));
 }
 

@@ -780,6 +780,225 @@ static void test_assemble_facts_bounded_in_count(void **state)
     o2l_assemble_free(a);
 }
 
+/* ---- custom trace ids across windows, duplicates across requests -------- */
+
+/* The custom trace id a UUID seed stands for (MAPPING §6). */
+#define SEED_UUID "8E1F6A52-0000-4000-8000-00000000C0DE"
+#define CUSTOM    "8e1f6a5200004000800000000000c0de"
+
+static const struct o2l_observation *obs_of(const struct o2l_mapped *m,
+                                            const char *id)
+{
+    for (size_t i = 0; i < m->n_obs; i++) {
+        if (strcmp(m->obs[i].id, id) == 0) {
+            return &m->obs[i];
+        }
+    }
+    fail_msg("no observation %s", id);
+    return NULL;
+}
+
+static const char *origin_of(const struct o2l_observation *o)
+{
+    return str_at(o->metadata, "otel_trace_id");
+}
+
+static void test_assemble_custom_trace_id_follows(void **state)
+{
+    struct o2l_assemble *a = default_stage();
+    const struct o2l_observation *o;
+    struct o2l_release rel;
+    struct o2l_mapped *m;
+    struct o2l_export *ex;
+    cJSON *body;
+
+    (void)state;
+    /* Window 1: the root names the custom trace id. */
+    add_span_json(a, 1, S1, NULL,
+                  "{\"langfuse.trace.id\":\"" SEED_UUID "\","
+                  "\"user.id\":\"u1\"}",
+                  0);
+    m = release_mapped(a, 300, 1, &rel);
+    assert_int_equal(m->n_traces, 1);
+    assert_string_equal(m->traces[0].id, CUSTOM);
+    assert_string_equal(origin_of(obs_of(m, S1)), T1);
+    end_release(a, &rel, m);
+
+    /* Window 2: a sibling without the attribute follows, with a span of
+     * another trace that has no decision. */
+    ex = ex_new();
+    span_add(ex, scope_add(ex, "svc"), T1, S2, S1, "late", NULL);
+    span_add(ex, 0, T2, S3, NULL, "other", NULL);
+    assert_int_equal(o2l_assemble_add(a, 2, 100, ex, 1000), O2L_OK);
+    m = release_mapped(a, 4000, 2, &rel);
+    assert_int_equal(m->n_traces, 2);
+    o = obs_of(m, S2);
+    assert_string_equal(o->trace_id, CUSTOM);
+    assert_string_equal(origin_of(o), T1);
+    o = obs_of(m, S3);
+    assert_string_equal(o->trace_id, T2);
+    assert_null(origin_of(o));
+    /* The remembered facts of the custom trace reach it too. */
+    assert_int_equal(trace_creates(m, &body), 2);
+    assert_string_equal(str_at(body, "id"), CUSTOM);
+    assert_string_equal(str_at(body, "userId"), "u1");
+    cJSON_Delete(body);
+    end_release(a, &rel, m);
+
+    /* Window 3: and so does one with a span event. */
+    ex = ex_new();
+    span_add(ex, scope_add(ex, "svc"), T1, S3, S1, "later", NULL);
+    ex->spans[0].events = o2l_calloc(1, sizeof(*ex->spans[0].events));
+    assert_non_null(ex->spans[0].events);
+    ex->spans[0].n_events = 1;
+    ex->spans[0].events[0].name = o2l_strdup("exception");
+    ex->spans[0].events[0].time_ns = ex->spans[0].start_ns;
+    ex->spans[0].events[0].attrs =
+        cJSON_Parse("{\"exception.message\":\"bad\"}");
+    assert_int_equal(o2l_assemble_add(a, 3, 100, ex, 5000), O2L_OK);
+    m = release_mapped(a, 9000, 1, &rel);
+    for (size_t i = 0; i < m->n_obs; i++) {
+        assert_string_equal(m->obs[i].trace_id, CUSTOM);
+        assert_string_equal(origin_of(&m->obs[i]), T1);
+    }
+    end_release(a, &rel, m);
+    o2l_assemble_free(a);
+}
+
+static void test_assemble_custom_trace_id_forgotten(void **state)
+{
+    struct o2l_assemble_config cfg;
+    struct o2l_assemble *a;
+    struct o2l_release rel;
+    struct o2l_mapped *m;
+
+    (void)state;
+    o2l_assemble_config_defaults(&cfg);
+    cfg.facts_ttl_ms = 5000;
+    a = o2l_assemble_new(&cfg);
+    assert_non_null(a);
+    add_span_json(a, 1, S1, NULL, "{\"langfuse.trace.id\":\"" SEED_UUID "\"}",
+                  0);
+    m = release_mapped(a, 300, 1, &rel);
+    end_release(a, &rel, m);
+
+    /* Kept as long as the facts: forgotten at the ttl. */
+    add_span_json(a, 2, S2, S1, NULL, 6000);
+    m = release_mapped(a, 9000, 1, &rel);
+    assert_string_equal(m->obs[0].trace_id, T1);
+    assert_null(origin_of(&m->obs[0]));
+    end_release(a, &rel, m);
+    o2l_assemble_free(a);
+}
+
+/* A custom trace id decided and followed, with the |k|-th allocation of
+ * the stage failing; true when nothing failed. */
+static bool follow_with_failure(long k)
+{
+    struct o2l_assemble *a = default_stage();
+    struct o2l_release rel;
+    struct o2l_mapped *m;
+    uint64_t *ids = NULL;
+    size_t n_ids = 0;
+    bool clean = true;
+    int rc;
+
+    add_span_json(a, 1, S1, NULL, "{\"langfuse.trace.id\":\"" SEED_UUID "\"}",
+                  0);
+    assert_int_equal(release_at(a, 300, false, &rel), 1);
+    m = map_release(&rel);
+    o2l_mem_fail_after(k);
+    rc = o2l_assemble_facts(a, m, 300);
+    o2l_mem_fail_after(-1);
+    clean = rc == O2L_OK;
+    o2l_mapped_free(m);
+    assert_int_equal(o2l_assemble_done(a, &rel, &ids, &n_ids), O2L_OK);
+    o2l_free(ids);
+
+    add_span_json(a, 2, S2, S1, NULL, 1000);
+    assert_int_equal(release_at(a, 4000, false, &rel), 1);
+    m = map_release(&rel);
+    o2l_mem_fail_after(k);
+    rc = o2l_assemble_facts(a, m, 4000);
+    o2l_mem_fail_after(-1);
+    if (clean && rc == O2L_OK) {
+        assert_string_equal(m->obs[0].trace_id, CUSTOM);
+        assert_string_equal(origin_of(&m->obs[0]), T1);
+    }
+    clean = clean && rc == O2L_OK;
+    o2l_mapped_free(m);
+    assert_int_equal(o2l_assemble_done(a, &rel, &ids, &n_ids), O2L_OK);
+    o2l_free(ids);
+    o2l_assemble_free(a);
+    return clean;
+}
+
+static void
+test_assemble_custom_trace_id_under_allocation_failures(void **state)
+{
+    bool clean = false;
+
+    (void)state;
+    for (long k = 0; k < 200 && !clean; k++) {
+        clean = follow_with_failure(k);
+    }
+    assert_true(clean);
+}
+
+static void test_assemble_duplicates_across_requests(void **state)
+{
+    struct o2l_assemble *a = default_stage();
+    struct o2l_release rel;
+    struct o2l_export *ex;
+    size_t spans = 0;
+    size_t bytes = 0;
+
+    (void)state;
+    /* Request 1: S1 and S2; request 2 sends S1 again; request 3 only S2
+     * again, so request 1 keeps nothing and is wholly released. */
+    ex = ex_new();
+    span_add(ex, scope_add(ex, "svc"), T1, S1, NULL, "root", "{\"v\":1}");
+    span_add(ex, 0, T1, S2, S1, "child", "{\"v\":1}");
+    assert_int_equal(o2l_assemble_add(a, 1, 100, ex, 0), O2L_OK);
+    ex = ex_new();
+    span_add(ex, scope_add(ex, "svc"), T1, S1, NULL, "root", "{\"v\":2}");
+    assert_int_equal(o2l_assemble_add(a, 2, 100, ex, 10), O2L_OK);
+    o2l_assemble_counts(a, NULL, &spans, &bytes);
+    assert_int_equal(spans, 2);
+    assert_int_equal(bytes, 200);
+
+    ex = ex_new();
+    span_add(ex, scope_add(ex, "svc"), T1, S2, S1, "child", "{\"v\":3}");
+    assert_int_equal(o2l_assemble_add(a, 3, 100, ex, 20), O2L_OK);
+    o2l_assemble_counts(a, NULL, &spans, &bytes);
+    assert_int_equal(spans, 2);
+    assert_int_equal(bytes, 200);
+    /* Not released yet (the window is open), but request 1 is done. */
+    assert_int_equal(release_at(a, 100, false, &rel), 0);
+    done_expect(a, &rel, (const uint64_t[]){1}, 1);
+
+    /* The later copies, in arrival order, from their requests. */
+    assert_int_equal(release_at(a, 3000, false, &rel), 2);
+    assert_string_equal(rel.ex.spans[0].span_id, S1);
+    assert_int_equal(cJSON_GetObjectItem(rel.ex.spans[0].attrs, "v")->valueint,
+                     2);
+    assert_int_equal(o2l_release_request(&rel, S1), 2);
+    assert_string_equal(rel.ex.spans[1].span_id, S2);
+    assert_int_equal(cJSON_GetObjectItem(rel.ex.spans[1].attrs, "v")->valueint,
+                     3);
+    assert_int_equal(o2l_release_request(&rel, S2), 3);
+    done_expect(a, &rel, (const uint64_t[]){2, 3}, 2);
+    assert_int_equal(held_traces(a), 0);
+
+    /* Once released, a copy starts a window of its own. */
+    ex = ex_new();
+    span_add(ex, scope_add(ex, "svc"), T1, S1, NULL, "root", "{\"v\":4}");
+    assert_int_equal(o2l_assemble_add(a, 4, 100, ex, 4000), O2L_OK);
+    assert_int_equal(release_at(a, 4300, false, &rel), 1);
+    done_expect(a, &rel, (const uint64_t[]){4}, 1);
+    o2l_assemble_free(a);
+}
+
 /* ---- allocation failures ------------------------------------------------- */
 
 /* Collects reported ids into |seen| (indexed by id). */
@@ -896,6 +1115,11 @@ int main(void)
         cmocka_unit_test(test_assemble_late_span_gets_remembered_facts),
         cmocka_unit_test(test_assemble_facts_expire),
         cmocka_unit_test(test_assemble_facts_bounded_in_count),
+        cmocka_unit_test(test_assemble_custom_trace_id_follows),
+        cmocka_unit_test(test_assemble_custom_trace_id_forgotten),
+        cmocka_unit_test(
+            test_assemble_custom_trace_id_under_allocation_failures),
+        cmocka_unit_test(test_assemble_duplicates_across_requests),
         cmocka_unit_test(test_assemble_survives_allocation_failures),
     };
 

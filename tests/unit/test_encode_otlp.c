@@ -12,6 +12,7 @@
 
 #include "o2l/common.h"
 #include "o2l/encode_otlp.h"
+#include "o2l/map_conv.h"
 #include "o2l/map_util.h"
 #include "o2l/mapper.h"
 #include "o2l/otlp.h"
@@ -21,6 +22,7 @@ typedef Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest
     pb_request;
 typedef Opentelemetry__Proto__Trace__V1__ResourceSpans pb_resource_spans;
 typedef Opentelemetry__Proto__Trace__V1__Span pb_span;
+typedef Opentelemetry__Proto__Trace__V1__Span__Link pb_span__link;
 typedef Opentelemetry__Proto__Common__V1__AnyValue pb_any;
 typedef Opentelemetry__Proto__Common__V1__KeyValue pb_kv;
 
@@ -148,20 +150,21 @@ static char *load_sample(const char *name, size_t *len)
     return buf;
 }
 
-/* Decodes, maps, encodes and unpacks the framed request. */
-static void run_start(struct run *r, const char *json, size_t len,
-                      bool keep_original)
+/* Decodes, maps, encodes with |cfg| and unpacks the framed request. */
+static void run_start_cfg(struct run *r, const char *json, size_t len,
+                          const struct o2l_otlp_out_config *cfg)
 {
     struct o2l_map_config mcfg;
-    struct o2l_otlp_out_config cfg = {keep_original};
     unsigned char *body = NULL;
     size_t body_len = 0;
 
     memset(r, 0, sizeof(*r));
     r->ex = decode(json, len);
     o2l_map_config_defaults(&mcfg);
-    assert_int_equal(o2l_map_export(r->ex, &mcfg, &r->m), O2L_OK);
-    assert_int_equal(o2l_encode_otlp(r->ex, r->m, &cfg, &r->items), O2L_OK);
+    assert_int_equal(
+        o2l_map_export(r->ex, cfg && cfg->map ? cfg->map : &mcfg, &r->m),
+        O2L_OK);
+    assert_int_equal(o2l_encode_otlp(r->ex, r->m, cfg, &r->items), O2L_OK);
     assert_int_equal(r->items.len, r->m->n_obs);
     assert_int_equal(
         o2l_otlp_request(r->items.items, r->items.len, &body, &body_len),
@@ -170,6 +173,15 @@ static void run_start(struct run *r, const char *json, size_t len,
     assert_non_null(r->req);
     assert_int_equal(r->req->n_resource_spans, r->items.len);
     o2l_free(body);
+}
+
+/* Decodes, maps, encodes and unpacks the framed request. */
+static void run_start(struct run *r, const char *json, size_t len,
+                      bool keep_original)
+{
+    struct o2l_otlp_out_config cfg = {keep_original, 0, NULL};
+
+    run_start_cfg(r, json, len, &cfg);
 }
 
 static void run_end(struct run *r)
@@ -584,7 +596,7 @@ static void test_encode_otlp_without_originals(void **state)
 static void test_encode_otlp_empty_mapping(void **state)
 {
     static const char empty[] = "{\"resourceSpans\":[]}";
-    struct o2l_otlp_out_config cfg = {true};
+    struct o2l_otlp_out_config cfg = {true, 0, NULL};
     struct o2l_event_list out = {0};
     struct o2l_map_config mcfg;
     struct o2l_export *ex = decode(empty, sizeof(empty) - 1);
@@ -755,16 +767,276 @@ static void test_encode_otlp_langgraph_sample(void **state)
     o2l_free(json);
 }
 
-static void test_encode_otlp_survives_allocation_failures(void **state)
+/* ---- links, flags, trace state; trace facts; the size guard ------------ */
+
+#define SPAN_OPEN(trace, id, parent, name)                                     \
+    "{\"traceId\":\"" trace "\",\"spanId\":\"" id "\"" parent                  \
+    ",\"name\":\"" name "\",\"startTimeUnixNano\":\"1700000000000000000\","    \
+    "\"endTimeUnixNano\":\"1700000001000000000\""
+#define PARENT(id) ",\"parentSpanId\":\"" id "\""
+#define DOC_OPEN                                                               \
+    "{\"resourceSpans\":[{\"resource\":{},\"scopeSpans\":[{\"scope\":"         \
+    "{\"name\":\"t\"},\"spans\":["
+#define DOC_CLOSE "]}]}]}"
+#define STR_ATTR(k, v)                                                         \
+    "{\"key\":\"" k "\",\"value\":{\"stringValue\":\"" v "\"}}"
+#define BOOL_ATTR(k, v) "{\"key\":\"" k "\",\"value\":{\"boolValue\":" v "}}"
+
+/* Links, flags and trace state; a custom trace id on the second trace. */
+/* clang-format off */
+static const char links_doc[] =
+    DOC_OPEN SPAN_OPEN(T1, ROOT_ID, "", "root")
+    ",\"traceState\":\"vendor=a1\",\"flags\":769,\"links\":["
+    "{\"traceId\":\"" T2 "\",\"spanId\":\"" OTHER_ID "\","
+    "\"traceState\":\"vendor=l1\",\"attributes\":[" STR_ATTR("why", "fan-in")
+    "],\"droppedAttributesCount\":2,\"flags\":1}]},"
+    SPAN_OPEN(T2, OTHER_ID, "", "other")
+    ",\"attributes\":[" STR_ATTR("langfuse.trace.id", "conversation-42")
+    "],\"links\":[{\"traceId\":\"" T1 "\",\"spanId\":\"" ROOT_ID "\"}]},"
+    SPAN_OPEN(T1, GEN_ID, PARENT(ROOT_ID), "plain") "}" DOC_CLOSE;
+/* clang-format on */
+
+static void test_encode_otlp_links_flags_trace_state(void **state)
 {
-    struct o2l_otlp_out_config cfg = {true};
+    const pb_span *root;
+    const pb_span *other;
+    const pb_span *plain;
+    const pb_span__link *l;
+    uint8_t digest[32];
+    char text[40];
+    struct run r;
+
+    (void)state;
+    run_start(&r, links_doc, sizeof(links_doc) - 1, true);
+    root = find_span(&r, ROOT_ID, NULL);
+    assert_string_equal(root->trace_state, "vendor=a1");
+    assert_int_equal(root->flags, 769);
+    assert_int_equal(root->n_links, 1);
+    l = root->links[0];
+    hex(&l->trace_id, text, sizeof(text));
+    assert_string_equal(text, T2);
+    hex(&l->span_id, text, sizeof(text));
+    assert_string_equal(text, OTHER_ID);
+    assert_string_equal(l->trace_state, "vendor=l1");
+    assert_int_equal(l->n_attributes, 1);
+    assert_string_equal(l->attributes[0]->key, "why");
+    assert_string_equal(l->attributes[0]->value->string_value, "fan-in");
+    assert_int_equal(l->dropped_attributes_count, 2);
+    assert_int_equal(l->flags, 1);
+
+    /* A custom trace id moves the span, not what its link points to. */
+    other = find_span(&r, OTHER_ID, NULL);
+    o2l_mu_sha256("conversation-42", strlen("conversation-42"), digest);
+    assert_memory_equal(other->trace_id.data, digest, 16);
+    assert_int_equal(other->n_links, 1);
+    hex(&other->links[0]->trace_id, text, sizeof(text));
+    assert_string_equal(text, T1);
+    hex(&other->links[0]->span_id, text, sizeof(text));
+    assert_string_equal(text, ROOT_ID);
+    assert_string_equal(other->links[0]->trace_state, "");
+    assert_int_equal(other->links[0]->n_attributes, 0);
+
+    /* Nothing received, nothing written. */
+    plain = find_span(&r, GEN_ID, NULL);
+    assert_string_equal(plain->trace_state, "");
+    assert_int_equal(plain->flags, 0);
+    assert_int_equal(plain->n_links, 0);
+    run_end(&r);
+}
+
+/* The langfuse.trace.public value of |s|: 1, 0, or -1 when absent. */
+static int public_attr(const pb_span *s)
+{
+    const pb_any *v = attr(s, "langfuse.trace.public");
+
+    if (!v) {
+        return -1;
+    }
+    assert_int_equal(count_attr(s, "langfuse.trace.public"), 1);
+    assert_int_equal(v->value_case, ANY(BOOL_VALUE));
+    return v->bool_value ? 1 : 0;
+}
+
+static void test_encode_otlp_trace_public_on_every_span(void **state)
+{
+    /* clang-format off */
+    static const char doc[] =
+        DOC_OPEN SPAN_OPEN(T1, ROOT_ID, "", "root")
+        ",\"attributes\":[" BOOL_ATTR("langfuse.trace.public", "false") "]},"
+        SPAN_OPEN(T1, GEN_ID, PARENT(ROOT_ID), "child") "},"
+        SPAN_OPEN(T2, OTHER_ID, "", "other")
+        ",\"attributes\":[" BOOL_ATTR("langfuse.trace.public", "true") "]},"
+        SPAN_OPEN(T2, "1111111111111111", PARENT(OTHER_ID), "kid") "}"
+        DOC_CLOSE;
+    /* clang-format on */
+    struct run r;
+
+    (void)state;
+    run_start(&r, doc, sizeof(doc) - 1, true);
+    /* Known false is written as false, on every span of the trace. */
+    assert_int_equal(public_attr(find_span(&r, ROOT_ID, NULL)), 0);
+    assert_int_equal(public_attr(find_span(&r, GEN_ID, NULL)), 0);
+    assert_int_equal(public_attr(find_span(&r, OTHER_ID, NULL)), 1);
+    assert_int_equal(public_attr(find_span(&r, "1111111111111111", NULL)), 1);
+    run_end(&r);
+
+    /* Unknown: not written. */
+    run_start(&r, sample, sizeof(sample) - 1, true);
+    for (size_t i = 0; i < r.req->n_resource_spans; i++) {
+        assert_int_equal(public_attr(item_span(&r, i)), -1);
+    }
+    run_end(&r);
+}
+
+static void test_encode_otlp_trace_io_on_the_root_only(void **state)
+{
+    /* clang-format off */
+    static const char doc[] =
+        DOC_OPEN SPAN_OPEN(T1, ROOT_ID, "", "root") "},"
+        SPAN_OPEN(T1, GEN_ID, PARENT(ROOT_ID), "child")
+        ",\"attributes\":[" STR_ATTR("langfuse.trace.input", "asked")
+        "," STR_ATTR("langfuse.trace.output", "answered") "]},"
+        /* a trace without a true root in this window */
+        SPAN_OPEN(T2, OTHER_ID, PARENT("1111111111111111"), "orphan")
+        ",\"attributes\":[" STR_ATTR("langfuse.trace.input", "lost") "]}"
+        DOC_CLOSE;
+    /* clang-format on */
+    const pb_span *root;
+    const pb_span *child;
+    const pb_span *orphan;
+    struct run r;
+
+    (void)state;
+    run_start(&r, doc, sizeof(doc) - 1, true);
+    root = find_span(&r, ROOT_ID, NULL);
+    child = find_span(&r, GEN_ID, NULL);
+    orphan = find_span(&r, OTHER_ID, NULL);
+    /* The child's explicit trace input reaches the trace, which the true
+     * root carries; the child does not keep its original. */
+    assert_string_equal(str_attr(root, "langfuse.trace.input"), "asked");
+    assert_string_equal(str_attr(root, "langfuse.trace.output"), "answered");
+    assert_null(attr(child, "langfuse.trace.input"));
+    assert_null(attr(child, "langfuse.trace.output"));
+    assert_null(attr(orphan, "langfuse.trace.input"));
+    run_end(&r);
+}
+
+/* A document of one span whose attributes are |attrs| (JSON members). */
+static char *one_span_doc(const char *attrs, size_t *len)
+{
+    static const char head[] =
+        DOC_OPEN SPAN_OPEN(T1, ROOT_ID, "", "root") ",\"attributes\":[";
+    static const char tail[] = "]}" DOC_CLOSE;
+    size_t n = strlen(head) + strlen(attrs) + strlen(tail);
+    char *doc = o2l_malloc(n + 1);
+
+    assert_non_null(doc);
+    snprintf(doc, n + 1, "%s%s%s", head, attrs, tail);
+    *len = n;
+    return doc;
+}
+
+/* A string attribute: |before|, |n| copies of |c|, |after|. */
+static char *long_attr(const char *key, const char *before, char c, size_t n,
+                       const char *after)
+{
+    size_t cap = strlen(key) + strlen(before) + n + strlen(after) + 64;
+    char *s = o2l_malloc(cap);
+    int head;
+
+    assert_non_null(s);
+    head = snprintf(s, cap, "{\"key\":\"%s\",\"value\":{\"stringValue\":\"%s",
+                    key, before);
+    memset(s + head, c, n);
+    snprintf(s + head + n, cap - (size_t)head - n, "%s\"}}", after);
+    return s;
+}
+
+static void test_encode_otlp_size_guard(void **state)
+{
+    struct o2l_otlp_out_config small = {true, 5000, NULL};
+    char expect[256];
+    char *attrs;
+    char *big;
+    char *doc;
+    size_t len;
+    const pb_span *s;
+    struct run r;
+    cJSON *md;
+
+    (void)state;
+    /* Over the default limit: the input gives way to the marker. */
+    big = long_attr("langfuse.observation.input", "", 'a', 1200000, "");
+    attrs = o2l_malloc(strlen(big) + 128);
+    assert_non_null(attrs);
+    sprintf(attrs, "%s,%s", big, STR_ATTR("langfuse.observation.output", "ok"));
+    doc = one_span_doc(attrs, &len);
+    run_start(&r, doc, len, true);
+    assert_true(r.items.items[0].len <= O2L_EVENT_MAX_BYTES);
+    s = item_span(&r, 0);
+    snprintf(expect, sizeof(expect), O2L_TRIM_MARKER_FMT, "input",
+             (size_t)1200000, (size_t)O2L_EVENT_MAX_BYTES);
+    assert_string_equal(str_attr(s, "langfuse.observation.input"), expect);
+    assert_string_equal(str_attr(s, "langfuse.observation.output"), "ok");
+    /* The trace input of the root, as large, went too. */
+    snprintf(expect, sizeof(expect), O2L_TRIM_MARKER_FMT, "trace input",
+             (size_t)1200000, (size_t)O2L_EVENT_MAX_BYTES);
+    assert_string_equal(str_attr(s, "langfuse.trace.input"), expect);
+    run_end(&r);
+    o2l_free(doc);
+    o2l_free(attrs);
+    o2l_free(big);
+
+    /* Metadata keeps its object shape; a small value stays. */
+    big = long_attr("langfuse.observation.metadata", "{\\\"blob\\\":\\\"", 'm',
+                    6000, "\\\"}");
+    attrs = o2l_malloc(strlen(big) + 128);
+    assert_non_null(attrs);
+    sprintf(attrs, "%s,%s", big, STR_ATTR("langfuse.observation.input", "hi"));
+    doc = one_span_doc(attrs, &len);
+    run_start_cfg(&r, doc, len, &small);
+    assert_true(r.items.items[0].len <= 5000);
+    s = item_span(&r, 0);
+    md = cJSON_Parse(str_attr(s, "langfuse.observation.metadata"));
+    assert_non_null(md);
+    assert_true(cJSON_IsString(
+        cJSON_GetObjectItemCaseSensitive(md, O2L_TRIM_METADATA_KEY)));
+    assert_non_null(
+        strstr(cJSON_GetObjectItemCaseSensitive(md, O2L_TRIM_METADATA_KEY)
+                   ->valuestring,
+               "metadata of "));
+    cJSON_Delete(md);
+    assert_string_equal(str_attr(s, "langfuse.observation.input"), "hi");
+    run_end(&r);
+    o2l_free(doc);
+    o2l_free(attrs);
+    o2l_free(big);
+
+    /* Too big through an original attribute: sent as it is. */
+    big = long_attr("blob", "", 'b', 6000, "");
+    doc = one_span_doc(big, &len);
+    run_start_cfg(&r, doc, len, &small);
+    assert_true(r.items.items[0].len > 5000);
+    assert_int_equal(attr(item_span(&r, 0), "blob")->value_case,
+                     ANY(STRING_VALUE));
+    run_end(&r);
+    o2l_free(doc);
+    o2l_free(big);
+}
+
+/* Encodes |doc| with each allocation failing in turn until it works,
+ * which takes more than |min_points| allocations. */
+static void encode_under_failures(const char *doc, size_t len,
+                                  const struct o2l_otlp_out_config *cfg_in,
+                                  long min_points)
+{
+    struct o2l_otlp_out_config cfg = *cfg_in;
     struct o2l_map_config mcfg;
-    struct o2l_export *ex = decode(sample, sizeof(sample) - 1);
+    struct o2l_export *ex = decode(doc, len);
     struct o2l_mapped *m = NULL;
     bool succeeded = false;
     long n;
 
-    (void)state;
     o2l_map_config_defaults(&mcfg);
     assert_int_equal(o2l_map_export(ex, &mcfg, &m), O2L_OK);
     for (n = 0; n < 20000 && !succeeded; n++) {
@@ -790,10 +1062,74 @@ static void test_encode_otlp_survives_allocation_failures(void **state)
     }
     assert_true(succeeded);
     /* Every allocation point up to the successful run was made to fail. */
-    assert_true(n > 20);
+    assert_true(n > min_points);
     print_message("allocation failures survived: %ld\n", n - 1);
     o2l_mapped_free(m);
     o2l_export_free(ex);
+}
+
+static void test_encode_otlp_survives_allocation_failures(void **state)
+{
+    struct o2l_otlp_out_config cfg = {true, 0, NULL};
+    struct o2l_otlp_out_config small = {true, 300, NULL};
+    char *big = long_attr("langfuse.observation.input", "", 'x', 400, "");
+    size_t len;
+    char *doc = one_span_doc(big, &len);
+
+    (void)state;
+    encode_under_failures(sample, sizeof(sample) - 1, &cfg, 20);
+    encode_under_failures(links_doc, sizeof(links_doc) - 1, &cfg, 10);
+    /* The size guard replaces values too. */
+    encode_under_failures(doc, len, &small, 5);
+    o2l_free(doc);
+    o2l_free(big);
+}
+
+/* mapping.redact reaches what is forwarded as received: span, span event
+ * and resource attributes, also inside JSON held in a string. */
+static void test_encode_otlp_redacts_forwarded_attributes(void **state)
+{
+    static const char doc[] =
+        "{\"resourceSpans\":[{\"resource\":{\"attributes\":["
+        "{\"key\":\"owner.email\",\"value\":{\"stringValue\":\"r@x\"}}]},"
+        "\"scopeSpans\":[{\"scope\":{\"name\":\"s\"},\"spans\":[{"
+        "\"traceId\":\"0af7651916cd43dd8448eb211c80319c\","
+        "\"spanId\":\"b7ad6b7169203331\",\"name\":\"root\","
+        "\"startTimeUnixNano\":\"1700000000000000000\","
+        "\"endTimeUnixNano\":\"1700000001000000000\","
+        "\"attributes\":["
+        "{\"key\":\"user.email\",\"value\":{\"stringValue\":\"a@x\"}},"
+        "{\"key\":\"input.value\",\"value\":{\"stringValue\":"
+        "\"{\\\"email\\\":\\\"b@x\\\",\\\"q\\\":1}\"}},"
+        "{\"key\":\"keep\",\"value\":{\"stringValue\":\"k\"}}],"
+        "\"events\":[{\"name\":\"note\",\"timeUnixNano\":"
+        "\"1700000000500000000\",\"attributes\":[{\"key\":\"email\","
+        "\"value\":{\"stringValue\":\"c@x\"}}]}]}]}]}]}";
+    static const char *const redact[] = {"email", NULL};
+    struct o2l_map_config mcfg;
+    struct o2l_otlp_out_config cfg = {true, 0, &mcfg};
+    const pb_span *s;
+    const pb_resource_spans *rs;
+    struct run r;
+
+    (void)state;
+    o2l_map_config_defaults(&mcfg);
+    mcfg.redact = redact;
+    run_start_cfg(&r, doc, sizeof(doc) - 1, &cfg);
+    s = find_span(&r, "b7ad6b7169203331", NULL);
+    assert_string_equal(str_attr(s, "user.email"), O2L_MAP_REDACT_MARKER);
+    assert_string_equal(str_attr(s, "keep"), "k");
+    assert_null(strstr(str_attr(s, "input.value"), "b@x"));
+    assert_non_null(strstr(str_attr(s, "input.value"), "\"q\":1"));
+    assert_int_equal(s->n_events, 1);
+    assert_int_equal(s->events[0]->n_attributes, 1);
+    assert_string_equal(s->events[0]->attributes[0]->value->string_value,
+                        O2L_MAP_REDACT_MARKER);
+    rs = r.req->resource_spans[0];
+    assert_int_equal(rs->resource->n_attributes, 1);
+    assert_string_equal(rs->resource->attributes[0]->value->string_value,
+                        O2L_MAP_REDACT_MARKER);
+    run_end(&r);
 }
 
 int main(void)
@@ -809,6 +1145,11 @@ int main(void)
         cmocka_unit_test(test_encode_otlp_request_framing),
         cmocka_unit_test(test_encode_otlp_agent_usage),
         cmocka_unit_test(test_encode_otlp_langgraph_sample),
+        cmocka_unit_test(test_encode_otlp_links_flags_trace_state),
+        cmocka_unit_test(test_encode_otlp_trace_public_on_every_span),
+        cmocka_unit_test(test_encode_otlp_trace_io_on_the_root_only),
+        cmocka_unit_test(test_encode_otlp_size_guard),
+        cmocka_unit_test(test_encode_otlp_redacts_forwarded_attributes),
         cmocka_unit_test(test_encode_otlp_survives_allocation_failures),
     };
 

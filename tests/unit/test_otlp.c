@@ -1265,6 +1265,110 @@ static void test_otlp_allocation_failures(void **state)
     }
 }
 
+/* The protobuf twin of links_json below. */
+static uint8_t *pack_links(size_t *len)
+{
+    static const uint8_t short_trace[5] = {1, 2, 3, 4, 5};
+    PBT(Span__Link)
+    link_init = OPENTELEMETRY__PROTO__TRACE__V1__SPAN__LINK__INIT;
+    PBT(Span__Link) *good = keep(&link_init, sizeof(link_init));
+    PBT(Span__Link) *bad = keep(&link_init, sizeof(link_init));
+    PBT(Span__Link) *bare = keep(&link_init, sizeof(link_init));
+    PBT(Span) * s;
+
+    s = span_new(trace_bin, 16, root_bin, 8, "linked", 1700000000000000000ULL,
+                 1700000001000000000ULL);
+    s->trace_state = "vendor=a1,other=b2";
+    s->flags = 0x301;
+    good->trace_id.data = (uint8_t *)trace_bin;
+    good->trace_id.len = 16;
+    good->span_id.data = (uint8_t *)child_bin;
+    good->span_id.len = 8;
+    good->trace_state = "vendor=l1";
+    good->attributes = keep_array(1, kv("why", any_str("retry")));
+    good->n_attributes = 1;
+    good->dropped_attributes_count = 3;
+    good->flags = 1;
+    bad->trace_id.data = (uint8_t *)short_trace;
+    bad->trace_id.len = sizeof(short_trace);
+    bad->span_id.data = (uint8_t *)child_bin;
+    bad->span_id.len = 8;
+    bare->trace_id.data = (uint8_t *)trace_bin;
+    bare->trace_id.len = 16;
+    bare->span_id.data = (uint8_t *)root_bin;
+    bare->span_id.len = 8;
+    s->links = keep_array(3, good, bad, bare);
+    s->n_links = 3;
+    return pack_spans(NULL, 0, NULL, keep_array(1, s), 1, len);
+}
+
+static const char links_json[] =
+    "{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{"
+    "\"traceId\":\"" TRACE_HEX "\",\"spanId\":\"" ROOT_HEX "\","
+    "\"name\":\"linked\",\"startTimeUnixNano\":\"1700000000000000000\","
+    "\"endTimeUnixNano\":\"1700000001000000000\","
+    "\"traceState\":\"vendor=a1,other=b2\",\"flags\":769,\"links\":["
+    "{\"traceId\":\"" TRACE_HEX "\",\"spanId\":\"7uGbfsPBsXM=\","
+    "\"traceState\":\"vendor=l1\",\"attributes\":[{\"key\":\"why\","
+    "\"value\":{\"stringValue\":\"retry\"}}],"
+    "\"droppedAttributesCount\":\"3\",\"flags\":1},"
+    "{\"traceId\":\"0102030405\",\"spanId\":\"" CHILD_HEX "\"},"
+    "{\"trace_id\":\"" TRACE_HEX "\",\"span_id\":\"" ROOT_HEX "\"}]}"
+    "]}]}]}";
+
+static void assert_links(const struct o2l_export *ex)
+{
+    const struct o2l_span *s;
+
+    assert_int_equal(ex->n_spans, 1);
+    assert_int_equal(ex->rejected, 0);
+    s = &ex->spans[0];
+    assert_string_equal(s->trace_state, "vendor=a1,other=b2");
+    assert_int_equal(s->flags, 0x301);
+    /* The link with a 5-byte trace id is left out; the span stays. */
+    assert_int_equal(s->n_links, 2);
+    assert_string_equal(s->links[0].trace_id, TRACE_HEX);
+    assert_string_equal(s->links[0].span_id, CHILD_HEX);
+    assert_string_equal(s->links[0].trace_state, "vendor=l1");
+    assert_json(s->links[0].attrs, "{\"why\":\"retry\"}");
+    assert_int_equal(s->links[0].dropped_attributes_count, 3);
+    assert_int_equal(s->links[0].flags, 1);
+    assert_string_equal(s->links[1].trace_id, TRACE_HEX);
+    assert_string_equal(s->links[1].span_id, ROOT_HEX);
+    assert_null(s->links[1].trace_state);
+    assert_json(s->links[1].attrs, "{}");
+    assert_int_equal(s->links[1].dropped_attributes_count, 0);
+    assert_int_equal(s->links[1].flags, 0);
+}
+
+static void test_otlp_links_flags_and_trace_state(void **state)
+{
+    struct o2l_export *ex;
+    uint8_t *pb;
+    size_t pb_len;
+
+    (void)state;
+    pb = pack_links(&pb_len);
+    ex = decode_ok(pb, pb_len, O2L_OTLP_PROTOBUF);
+    assert_links(ex);
+    o2l_export_free(ex);
+    ex = decode_json(links_json);
+    assert_links(ex);
+    o2l_export_free(ex);
+
+    /* Absent: no trace state, flags 0, no links. */
+    ex = decode_span_json("");
+    assert_null(ex->spans[0].trace_state);
+    assert_int_equal(ex->spans[0].flags, 0);
+    assert_int_equal(ex->spans[0].n_links, 0);
+    assert_null(ex->spans[0].links);
+    o2l_export_free(ex);
+
+    decode_under_failures(pb, pb_len, O2L_OTLP_PROTOBUF);
+    decode_under_failures(links_json, sizeof(links_json) - 1, O2L_OTLP_JSON);
+    o2l_free(pb);
+}
+
 static void test_otlp_base64_and_hex_helpers(void **state)
 {
     static const uint8_t data[5] = {0xfb, 0xff, 0x00, 0x10, 0x41};
@@ -1374,6 +1478,7 @@ int main(void)
         cmocka_unit_test(test_otlp_sniff),
         cmocka_unit_test(test_otlp_response_round_trip),
         cmocka_unit_test(test_otlp_allocation_failures),
+        cmocka_unit_test(test_otlp_links_flags_and_trace_state),
         cmocka_unit_test(test_otlp_base64_and_hex_helpers),
         cmocka_unit_test(test_otlp_utf8_and_number_helpers),
     };

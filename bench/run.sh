@@ -55,6 +55,12 @@
 #   --port N          first of the four loopback ports used (default
 #                     18480): daemon HTTP, sink, daemon gRPC, daemon admin
 #                     (O2L_ADMIN_LISTEN, /metrics)
+#   --map-seconds S   after the cases, bench/map_bench.c (o2l_map_bench, core
+#                     0) maps and encodes the golden inputs of every
+#                     convention for up to S seconds each (default 1; 0
+#                     skips it)
+#   --map-only        build and run only the map bench (no load tools,
+#                     sink or daemon)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -79,6 +85,8 @@ force_cg=0
 do_build=1
 keep=0
 port=18480
+map_seconds=1
+map_only=0
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -100,18 +108,29 @@ while [ $# -gt 0 ]; do
     --no-build) do_build=0; shift ;;
     --keep) keep=1; shift ;;
     --port) port="$2"; shift 2 ;;
-    -h | --help) sed -n '3,57p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --map-seconds) map_seconds="$2"; shift 2 ;;
+    --map-only) map_only=1; shift ;;
+    -h | --help) sed -n '3,63p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
 for n in "$duration" "$repeat" "$connections" "$streams" "$batch_max_events" "$queue_max_events" \
-    "$queue_max_bytes" "$spool_max_bytes" "$drain_max" "$port"; do
+    "$queue_max_bytes" "$spool_max_bytes" "$drain_max" "$port" "$map_seconds"; do
     case "$n" in
     '' | *[!0-9]*) echo "run.sh: expected a whole number, got '$n'" >&2; exit 2 ;;
     esac
 done
 if [ "$duration" -lt 1 ] || [ "$duration" -gt 600 ]; then
     echo "run.sh: --duration must be 1..600" >&2
+    exit 2
+fi
+
+if [ "$map_seconds" -gt 60 ]; then
+    echo "run.sh: --map-seconds must be 0..60" >&2
+    exit 2
+fi
+if [ "$map_only" = 1 ] && [ "$map_seconds" = 0 ]; then
+    echo "run.sh: --map-only needs --map-seconds of at least 1" >&2
     exit 2
 fi
 
@@ -140,7 +159,8 @@ bin="$build/otel2langfuse"
 IFS=',' read -r -a case_list <<<"$cases"
 want_http=0
 want_grpc=0
-for c in "${case_list[@]}"; do
+[ "$map_only" = 1 ] && case_list=()
+for c in ${case_list[@]+"${case_list[@]}"}; do
     case "$c" in
     small | small-gzip | llm | llm-gzip) want_http=1 ;;
     grpc-small | grpc-small-gzip | grpc-llm | grpc-llm-gzip) want_grpc=1 ;;
@@ -202,8 +222,10 @@ fi
 if [ "$want_grpc" = 1 ]; then
     command -v h2load >/dev/null 2>&1 || need_pkgs+=(nghttp2-client)
 fi
-command -v perf >/dev/null 2>&1 || need_pkgs+=(linux-perf)
-command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+if [ "$map_only" = 0 ]; then
+    command -v perf >/dev/null 2>&1 || need_pkgs+=(linux-perf)
+    command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+fi
 command -v taskset >/dev/null 2>&1 || need_pkgs+=(util-linux)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
@@ -216,7 +238,9 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
             apt-get install -y -q "${need_pkgs[@]}" >>"$work/apt.log" 2>&1; } ||
         { echo "run.sh: apt-get install ${need_pkgs[*]} failed, see $work/apt.log" >&2; keep=1; exit 1; }
 fi
-command -v node >/dev/null 2>&1 || { echo "run.sh: node (20+) is needed for the sink" >&2; exit 1; }
+if [ "$map_only" = 0 ]; then
+    command -v node >/dev/null 2>&1 || { echo "run.sh: node (20+) is needed for the sink" >&2; exit 1; }
+fi
 if [ "$want_http" = 1 ]; then
     command -v wrk >/dev/null 2>&1 || { echo "run.sh: wrk is not installed" >&2; exit 1; }
 fi
@@ -225,16 +249,16 @@ if [ "$want_grpc" = 1 ]; then
 fi
 
 ncpu="$(nproc)"
-if [ "$ncpu" -lt 2 ]; then
+if [ "$ncpu" -lt 2 ] && [ "$map_only" = 0 ]; then
     echo "run.sh: needs 2 cores (daemon on core 0, load and sink on core 1)" >&2
     exit 1
 fi
 
 # --- build ------------------------------------------------------------------
 if [ "$do_build" = 1 ]; then
-    log "building $bin (Release, no sanitizers)"
+    log "building $bin and the map bench (Release, no sanitizers)"
     if ! { cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release \
-        -DO2L_BUILD_TESTS=OFF >"$work/build.log" 2>&1 &&
+        -DO2L_BUILD_TESTS=OFF -DO2L_BENCH=ON >"$work/build.log" 2>&1 &&
         cmake --build "$build" -j2 >>"$work/build.log" 2>&1; }; then
         tail -n 30 "$work/build.log" >&2
         echo "run.sh: build failed" >&2
@@ -242,6 +266,34 @@ if [ "$do_build" = 1 ]; then
     fi
 fi
 [ -x "$bin" ] || { echo "run.sh: $bin is missing (drop --no-build)" >&2; exit 1; }
+
+# --- map bench --------------------------------------------------------------
+# run_map_bench: o2l_map_bench on core 0 over the golden inputs of every
+# convention. Returns non-zero when it could not run (no binary, an input
+# that does not decode); its figures never fail it.
+map_bin="$build/bench/o2l_map_bench"
+golden="$repo/tests/data/golden"
+run_map_bench() {
+    echo
+    if [ ! -x "$map_bin" ]; then
+        echo "map bench: $map_bin is missing (configure with -DO2L_BENCH=ON or drop --no-build)"
+        return 1
+    fi
+    if [ ! -d "$golden" ]; then
+        echo "map bench: skipped, $golden does not exist"
+        return 0
+    fi
+    echo "otel2langfuse map bench - $(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown) $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "pinned to core 0 (taskset -c 0); inputs decoded once, then mapped and encoded repeatedly"
+    # bounded: each convention stops after map_seconds, and there are a
+    # few dozen at most
+    timeout $((map_seconds * 64 + 60)) taskset -c 0 "$map_bin" --dir "$golden" \
+        --seconds "$map_seconds"
+}
+if [ "$map_only" = 1 ]; then
+    run_map_bench
+    exit $?
+fi
 
 # --- fixtures ---------------------------------------------------------------
 small_pb="$here/data/small_100.pb"
@@ -861,4 +913,8 @@ if [ "$do_perf" = 1 ]; then
             echo "valgrind is not installed"
         fi
     fi
+fi
+
+if [ "$map_seconds" -gt 0 ]; then
+    run_map_bench || echo "run.sh: the map bench could not run (see above)" >&2
 fi

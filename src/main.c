@@ -584,8 +584,35 @@ static int cmd_serve(struct daemon *d)
     return EXIT_OK;
 }
 
+/* Set by SIGINT, SIGTERM or SIGHUP during a replay. */
+static atomic_int replay_stop;
+
+static void on_replay_signal(int sig)
+{
+    atomic_store(&replay_stop, sig);
+}
+
+/* A signal stops the replay, which puts back what it did not deliver. */
+static int catch_replay_signals(void)
+{
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_replay_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        if (sigaction(sigs[i], &sa, NULL) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int cmd_replay(struct daemon *d, const char *file)
 {
+    struct o2l_replay_options opt = {&replay_stop, 0};
     struct o2l_exporter_config ec;
     struct o2l_replay_result res;
     char *path = NULL;
@@ -602,15 +629,23 @@ static int cmd_replay(struct daemon *d, const char *file)
     if (!path) {
         return EXIT_FAILURE_RUN;
     }
+    if (catch_replay_signals() != 0) {
+        o2l_log_error(&d->log, "main", "cannot install signal handlers");
+        o2l_free(path);
+        return EXIT_FAILURE_RUN;
+    }
     exporter_config_from(&d->cfg, &ec);
-    rc = o2l_replay_dead_letters(&ec, path, &d->log, &res);
+    rc = o2l_replay_dead_letters(&ec, path, &opt, &d->log, &res);
     o2l_free(path);
     if (rc != O2L_OK) {
         return EXIT_FAILURE_RUN;
     }
-    printf("replayed=%zu delivered=%zu refused_again=%zu unreadable=%zu\n",
-           res.replayed, res.delivered, res.refused, res.unreadable);
-    return res.delivered == res.replayed && res.unreadable == 0
+    printf("replayed=%zu adopted=%zu delivered=%zu refused_again=%zu "
+           "put_back=%zu unreadable=%zu%s\n",
+           res.replayed, res.adopted, res.delivered, res.refused, res.returned,
+           res.unreadable, res.interrupted ? " interrupted" : "");
+    return !res.interrupted && res.delivered == res.replayed &&
+                   res.unreadable == 0
                ? EXIT_OK
                : EXIT_FAILURE_RUN;
 }

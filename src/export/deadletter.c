@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -20,6 +21,10 @@
 
 /* Attempts to find the file in place when a replay renames it meanwhile. */
 #define REOPEN_TRIES 8
+
+/* How long a writer waits for another writer's lock, and how often it looks. */
+#define LOCK_WAIT_MS 30000u
+#define LOCK_POLL_MS 5u
 
 struct o2l_deadletter {
     char *path;
@@ -31,28 +36,67 @@ struct o2l_deadletter {
     bool partial_line;
 };
 
-/*
- * Opens the file for one append and locks it. A replay renames the file
- * aside and then takes the same lock before reading it, so a writer that
- * opened the old file checks, once it holds the lock, that the path still
- * names what it opened, and opens again if not. Returns the descriptor
- * or -1 with errno set.
- */
-static int open_locked(const char *path)
+/* True when |path| names the file open as |fd|. */
+static bool names_file(int fd, const char *path)
 {
+    struct stat held, named;
+
+    return fstat(fd, &held) == 0 && stat(path, &named) == 0 &&
+           held.st_dev == named.st_dev && held.st_ino == named.st_ino;
+}
+
+/*
+ * Takes the lock of the file open as |fd| without blocking for long: a
+ * replay holds the lock of a file it moved aside for as long as it works,
+ * so a writer that opened the file just before the rename would wait for
+ * the whole replay. Polling instead notices the rename. Returns 1 when
+ * locked and still named |path|, 0 when |path| now names another file (or
+ * none), -1 with errno set otherwise.
+ */
+static int lock_named(int fd, const char *path, uint64_t deadline)
+{
+    struct timespec ts = {0, (long)LOCK_POLL_MS * 1000000L};
+
+    for (;;) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            return names_file(fd, path) ? 1 : 0;
+        }
+        if (errno != EWOULDBLOCK && errno != EINTR) {
+            return -1;
+        }
+        if (!names_file(fd, path)) {
+            return 0;
+        }
+        if (o2l_mono_ms() >= deadline) {
+            errno = EAGAIN;
+            return -1;
+        }
+        nanosleep(&ts, NULL);
+    }
+}
+
+int o2l_deadletter_open_locked(const char *path, int flags)
+{
+    uint64_t deadline = o2l_mono_ms() + LOCK_WAIT_MS;
+
     for (int i = 0; i < REOPEN_TRIES; i++) {
-        struct stat held, named;
-        int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        int fd = open(path, flags | O_CLOEXEC, 0600);
+        int got;
+        int saved;
 
         if (fd < 0) {
             return -1;
         }
-        if (flock(fd, LOCK_EX) == 0 && fstat(fd, &held) == 0 &&
-            stat(path, &named) == 0 && held.st_dev == named.st_dev &&
-            held.st_ino == named.st_ino) {
+        got = lock_named(fd, path, deadline);
+        if (got == 1) {
             return fd;
         }
+        saved = errno;
         close(fd);
+        if (got < 0) {
+            errno = saved;
+            return -1;
+        }
     }
     errno = EAGAIN;
     return -1;
@@ -196,6 +240,15 @@ static bool add_otlp_item(cJSON *obj, const struct o2l_event *ev)
     return ok;
 }
 
+/* "replay":{"time":now,"message":...}: what a replay did with the line. */
+static bool add_replay_note(cJSON *obj, const char *message, const char *iso)
+{
+    cJSON *note = cJSON_AddObjectToObject(obj, "replay");
+
+    return note && cJSON_AddStringToObject(note, "time", iso) &&
+           cJSON_AddStringToObject(note, "message", message);
+}
+
 static cJSON *entry_to_json(const struct o2l_deadletter_entry *e,
                             const char *iso)
 {
@@ -203,7 +256,8 @@ static cJSON *entry_to_json(const struct o2l_deadletter_entry *e,
     cJSON *obj = cJSON_CreateObject();
     cJSON *event = NULL;
 
-    if (!obj || !cJSON_AddStringToObject(obj, "time", iso) ||
+    if (!obj ||
+        !cJSON_AddStringToObject(obj, "time", e->time ? e->time : iso) ||
         !cJSON_AddNumberToObject(obj, "status", e->status)) {
         goto fail;
     }
@@ -212,6 +266,9 @@ static cJSON *entry_to_json(const struct o2l_deadletter_entry *e,
             goto fail;
         }
     } else if (!cJSON_AddNullToObject(obj, "message")) {
+        goto fail;
+    }
+    if (e->replay_message && !add_replay_note(obj, e->replay_message, iso)) {
         goto fail;
     }
 
@@ -323,6 +380,38 @@ static size_t write_all(int fd, const char *buf, size_t len, int *rc)
     return off;
 }
 
+/*
+ * Writes |len| bytes of whole lines under the lock, in one write, and
+ * syncs. Returns O2L_OK or O2L_EIO.
+ */
+static int write_lines(struct o2l_deadletter *dl, const char *buf, size_t len)
+{
+    size_t written;
+    int fd;
+    int rc;
+
+    /*
+     * One write() of whole lines: with O_APPEND another writer's lines
+     * land before or after ours, never inside. Only a short write (disk
+     * full, signal) splits it, and then the rest follows in a loop.
+     */
+    fd = o2l_deadletter_open_locked(dl->path, O_WRONLY | O_APPEND | O_CREAT);
+    if (fd < 0) {
+        return O2L_EIO;
+    }
+    written = write_all(fd, buf, len, &rc);
+    if (rc != O2L_OK) {
+        dl->partial_line = written > 0;
+    } else {
+        dl->partial_line = false;
+        if (fsync(fd) != 0) {
+            rc = O2L_EIO;
+        }
+    }
+    close(fd); /* also drops the lock */
+    return rc;
+}
+
 int o2l_deadletter_append(struct o2l_deadletter *dl,
                           const struct o2l_deadletter_entry *entries, size_t n,
                           int64_t now_ns)
@@ -330,8 +419,6 @@ int o2l_deadletter_append(struct o2l_deadletter *dl,
     char iso[O2L_ISO_LEN];
     char *buf = NULL;
     size_t len = 0;
-    size_t written;
-    int fd = -1;
     int rc;
 
     if (n == 0) {
@@ -339,34 +426,37 @@ int o2l_deadletter_append(struct o2l_deadletter *dl,
     }
     o2l_iso_time(now_ns > 0 ? (uint64_t)now_ns : 0, iso);
     rc = render_lines(entries, n, iso, dl->partial_line, &buf, &len);
-    if (rc != O2L_OK) {
-        goto out;
+    if (rc == O2L_OK) {
+        rc = write_lines(dl, buf, len);
     }
+    o2l_free(buf);
+    return rc;
+}
 
-    /*
-     * One write() of whole lines: with O_APPEND another writer's lines
-     * land before or after ours, never inside. Only a short write (disk
-     * full, signal) splits it, and then the rest follows in a loop.
-     */
-    fd = open_locked(dl->path);
-    if (fd < 0) {
-        rc = O2L_EIO;
-        goto out;
-    }
-    written = write_all(fd, buf, len, &rc);
-    if (rc != O2L_OK) {
-        dl->partial_line = written > 0;
-        goto out;
-    }
-    dl->partial_line = false;
-    if (fsync(fd) != 0) {
-        rc = O2L_EIO;
-    }
+int o2l_deadletter_append_raw(struct o2l_deadletter *dl, const char *text,
+                              size_t len)
+{
+    bool lead = dl->partial_line;
+    bool trail = len > 0 && text[len - 1] != '\n';
+    size_t total = lead + len + trail;
+    char *buf;
+    int rc;
 
-out:
-    if (fd >= 0) {
-        close(fd); /* also drops the lock */
+    if (len == 0) {
+        return O2L_OK;
     }
+    buf = o2l_malloc(total);
+    if (!buf) {
+        return O2L_ENOMEM;
+    }
+    if (lead) {
+        buf[0] = '\n';
+    }
+    memcpy(buf + lead, text, len);
+    if (trail) {
+        buf[total - 1] = '\n';
+    }
+    rc = write_lines(dl, buf, total);
     o2l_free(buf);
     return rc;
 }
@@ -480,14 +570,51 @@ static int parse_event(const cJSON *root, struct o2l_event *ev)
     return O2L_OK;
 }
 
-int o2l_deadletter_parse_line(const char *line, size_t len,
-                              struct o2l_event *ev, int *status)
+void o2l_deadletter_meta_clear(struct o2l_deadletter_meta *meta)
+{
+    if (!meta) {
+        return;
+    }
+    o2l_free(meta->message);
+    o2l_free(meta->time);
+    memset(meta, 0, sizeof(*meta));
+}
+
+/* Copies "status", "message" and "time" of |root| into |meta|. */
+static int read_meta(const cJSON *root, struct o2l_deadletter_meta *meta)
+{
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "status");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(root, "message");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "time");
+
+    meta->status = st->valueint;
+    if (cJSON_IsString(msg)) {
+        meta->message = o2l_strdup(msg->valuestring);
+        if (!meta->message) {
+            return O2L_ENOMEM;
+        }
+    }
+    if (cJSON_IsString(t)) {
+        meta->time = o2l_strdup(t->valuestring);
+        if (!meta->time) {
+            return O2L_ENOMEM;
+        }
+    }
+    return O2L_OK;
+}
+
+/* Reads one line into |ev|; |status| and |meta| may each be NULL. */
+static int read_line(const char *line, size_t len, struct o2l_event *ev,
+                     int *status, struct o2l_deadletter_meta *meta)
 {
     cJSON *root;
     const cJSON *st;
     int rc = O2L_EPARSE;
 
     memset(ev, 0, sizeof(*ev));
+    if (meta) {
+        memset(meta, 0, sizeof(*meta));
+    }
     root = parse_whole(line, len);
     st = cJSON_GetObjectItemCaseSensitive(root, "status");
     if (!cJSON_IsObject(root) || !cJSON_IsNumber(st)) {
@@ -498,6 +625,14 @@ int o2l_deadletter_parse_line(const char *line, size_t len,
     } else {
         rc = parse_event(root, ev);
     }
+    if (rc == O2L_OK && meta) {
+        rc = read_meta(root, meta);
+        if (rc != O2L_OK) {
+            o2l_deadletter_meta_clear(meta);
+            o2l_event_free(ev);
+            memset(ev, 0, sizeof(*ev));
+        }
+    }
     if (rc == O2L_OK && status) {
         *status = st->valueint;
     }
@@ -505,4 +640,16 @@ int o2l_deadletter_parse_line(const char *line, size_t len,
 out:
     cJSON_Delete(root);
     return rc;
+}
+
+int o2l_deadletter_read_line(const char *line, size_t len, struct o2l_event *ev,
+                             struct o2l_deadletter_meta *meta)
+{
+    return read_line(line, len, ev, NULL, meta);
+}
+
+int o2l_deadletter_parse_line(const char *line, size_t len,
+                              struct o2l_event *ev, int *status)
+{
+    return read_line(line, len, ev, status, NULL);
 }

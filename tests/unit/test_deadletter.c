@@ -137,8 +137,10 @@ static void test_deadletter_round_trip(void **state)
 
     evs[0] = make_event(json_a, "ev-a");
     evs[1] = make_event(json_b, "ev-b");
-    entries[0] = (struct o2l_deadletter_entry){&evs[0], 400, "Invalid data"};
-    entries[1] = (struct o2l_deadletter_entry){&evs[1], 0, "too old"};
+    entries[0] = (struct o2l_deadletter_entry){
+        .ev = &evs[0], .status = 400, .message = "Invalid data"};
+    entries[1] = (struct o2l_deadletter_entry){
+        .ev = &evs[1], .status = 0, .message = "too old"};
 
     dl = open_ok(f->path);
     assert_int_equal(o2l_deadletter_append(dl, entries, 2, NOW_NS), O2L_OK);
@@ -177,7 +179,7 @@ static void test_deadletter_appends_to_an_existing_file(void **state)
 {
     struct fixture *f = *state;
     struct o2l_event ev = make_event("{\"id\":\"x\"}", "x");
-    struct o2l_deadletter_entry e = {&ev, 422, "no"};
+    struct o2l_deadletter_entry e = {.ev = &ev, .status = 422, .message = "no"};
     struct o2l_deadletter *dl;
     struct lines l;
     struct stat st;
@@ -207,8 +209,9 @@ static void test_deadletter_event_that_is_not_json(void **state)
     struct fixture *f = *state;
     struct o2l_event ev = make_event(raw, "cut");
     struct o2l_event scalar = make_event("42", "n");
-    struct o2l_deadletter_entry e[2] = {{&ev, 0, "trimmed"},
-                                        {&scalar, 0, NULL}};
+    struct o2l_deadletter_entry e[2] = {
+        {.ev = &ev, .status = 0, .message = "trimmed"},
+        {.ev = &scalar, .status = 0, .message = NULL}};
     struct o2l_deadletter *dl;
     struct o2l_event back;
     struct lines l;
@@ -266,7 +269,8 @@ static void test_deadletter_awkward_messages_stay_on_one_line(void **state)
     struct lines l;
 
     for (size_t i = 0; i < 3; i++) {
-        e[i] = (struct o2l_deadletter_entry){&ev, 400, messages[i]};
+        e[i] = (struct o2l_deadletter_entry){
+            .ev = &ev, .status = 400, .message = messages[i]};
     }
     dl = open_ok(f->path);
     assert_int_equal(o2l_deadletter_append(dl, e, 3, NOW_NS), O2L_OK);
@@ -360,7 +364,8 @@ static void test_deadletter_open_missing_directory(void **state)
 static void test_deadletter_write_failure_is_eio(void **state)
 {
     struct o2l_event ev = make_event("{\"id\":\"full\"}", "full");
-    struct o2l_deadletter_entry e = {&ev, 400, "disk full"};
+    struct o2l_deadletter_entry e = {
+        .ev = &ev, .status = 400, .message = "disk full"};
     struct o2l_deadletter *dl;
 
     (void)state;
@@ -378,7 +383,9 @@ static void test_deadletter_allocation_failures(void **state)
     struct fixture *f = *state;
     struct o2l_event ev =
         make_event("{\"id\":\"m\",\"body\":{\"a\":[1,2]}}", "m");
-    struct o2l_deadletter_entry e[2] = {{&ev, 400, "x"}, {&ev, 0, NULL}};
+    struct o2l_deadletter_entry e[2] = {
+        {.ev = &ev, .status = 400, .message = "x"},
+        {.ev = &ev, .status = 0, .message = NULL}};
     struct o2l_deadletter *dl;
     struct o2l_event back;
     struct lines l;
@@ -462,7 +469,8 @@ static void test_deadletter_otlp_item_round_trip(void **state)
         snprintf(id, sizeof(id), "t%zu-obs", i);
         evs[i] = make_item(bufs[i], lens[i], strdup(id),
                            i == 4 ? "" : "0123456789abcdef");
-        e[i] = (struct o2l_deadletter_entry){&evs[i], 400, "bad span"};
+        e[i] = (struct o2l_deadletter_entry){
+            .ev = &evs[i], .status = 400, .message = "bad span"};
     }
     dl = open_ok(f->path);
     assert_int_equal(o2l_deadletter_append(dl, e, 5, NOW_NS), O2L_OK);
@@ -567,7 +575,7 @@ static void test_deadletter_otlp_allocation_failures(void **state)
     struct fixture *f = *state;
     struct o2l_event ev =
         make_item(buf, sizeof(buf), "t-x", "1111222233334444");
-    struct o2l_deadletter_entry e = {&ev, 400, "m"};
+    struct o2l_deadletter_entry e = {.ev = &ev, .status = 400, .message = "m"};
     struct o2l_deadletter *dl;
     struct o2l_event back;
     struct lines l;
@@ -600,6 +608,97 @@ static void test_deadletter_otlp_allocation_failures(void **state)
     assert_int_equal(back.len, sizeof(buf));
     assert_memory_equal(back.json, buf, sizeof(buf));
     o2l_event_free(&back);
+    free_lines(&l);
+}
+
+/*
+ * A line written again keeps the time, status and message it was first
+ * written with, and what a replay did goes under "replay".
+ */
+static void test_deadletter_replay_note_keeps_first_refusal(void **state)
+{
+    static const char no_time[] =
+        "{\"status\":0,\"message\":null,\"event\":{\"id\":\"z\"}}";
+    struct fixture *f = *state;
+    struct o2l_event ev = make_event("{\"id\":\"r1\",\"body\":{}}", "r1");
+    struct o2l_deadletter_entry e = {&ev, 429, "slow down",
+                                     "2025-01-02T03:04:05.000000Z",
+                                     "gave up after 60 s without progress"};
+    struct o2l_deadletter_meta meta;
+    struct o2l_deadletter *dl;
+    struct o2l_event back;
+    struct lines l;
+    const cJSON *note;
+    cJSON *root;
+    char iso[O2L_ISO_LEN];
+
+    dl = open_ok(f->path);
+    assert_int_equal(o2l_deadletter_append(dl, &e, 1, NOW_NS), O2L_OK);
+    o2l_deadletter_close(dl);
+    read_lines(f->path, &l);
+    assert_int_equal(l.n, 1);
+
+    root = cJSON_Parse(l.items[0]);
+    assert_non_null(root);
+    assert_string_equal(
+        cJSON_GetObjectItemCaseSensitive(root, "time")->valuestring,
+        "2025-01-02T03:04:05.000000Z");
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(root, "status")->valueint,
+                     429);
+    assert_string_equal(
+        cJSON_GetObjectItemCaseSensitive(root, "message")->valuestring,
+        "slow down");
+    note = cJSON_GetObjectItemCaseSensitive(root, "replay");
+    assert_true(cJSON_IsObject(note));
+    assert_string_equal(
+        cJSON_GetObjectItemCaseSensitive(note, "time")->valuestring,
+        o2l_iso_time((uint64_t)NOW_NS, iso));
+    assert_string_equal(
+        cJSON_GetObjectItemCaseSensitive(note, "message")->valuestring,
+        "gave up after 60 s without progress");
+    cJSON_Delete(root);
+
+    /* Read back: the event and the first refusal. */
+    assert_int_equal(
+        o2l_deadletter_read_line(l.items[0], l.lens[0], &back, &meta), O2L_OK);
+    assert_string_equal(back.id, "r1");
+    assert_int_equal(meta.status, 429);
+    assert_string_equal(meta.message, "slow down");
+    assert_string_equal(meta.time, "2025-01-02T03:04:05.000000Z");
+    o2l_deadletter_meta_clear(&meta);
+    assert_null(meta.message);
+    o2l_event_free(&back);
+    free_lines(&l);
+
+    /* A null message and no time read back as NULL. */
+    assert_int_equal(
+        o2l_deadletter_read_line(no_time, strlen(no_time), &back, &meta),
+        O2L_OK);
+    assert_int_equal(meta.status, 0);
+    assert_null(meta.message);
+    assert_null(meta.time);
+    o2l_event_free(&back);
+    o2l_deadletter_meta_clear(&meta);
+}
+
+/* Raw lines go in as they are; a missing last newline is added. */
+static void test_deadletter_append_raw(void **state)
+{
+    static const char two[] = "not json at all\n{\"status\":1}";
+    struct fixture *f = *state;
+    struct o2l_deadletter *dl;
+    struct lines l;
+
+    dl = open_ok(f->path);
+    assert_int_equal(o2l_deadletter_append_raw(dl, two, strlen(two)), O2L_OK);
+    assert_int_equal(o2l_deadletter_append_raw(dl, "x\n", 2), O2L_OK);
+    assert_int_equal(o2l_deadletter_append_raw(dl, "", 0), O2L_OK);
+    o2l_deadletter_close(dl);
+    read_lines(f->path, &l);
+    assert_int_equal(l.n, 3);
+    assert_string_equal(l.items[0], "not json at all\n");
+    assert_string_equal(l.items[1], "{\"status\":1}\n");
+    assert_string_equal(l.items[2], "x\n");
     free_lines(&l);
 }
 
@@ -644,7 +743,8 @@ static void test_deadletter_replay_mixes_events_and_items(void **state)
     evs[2] = make_event("{\"id\":\"ev-2\",\"type\":\"span-create\"}", "ev-2");
     evs[3] = make_item(buf_b, sizeof(buf_b), "t-item-b", "");
     for (size_t i = 0; i < 4; i++) {
-        e[i] = (struct o2l_deadletter_entry){&evs[i], 500, "was down"};
+        e[i] = (struct o2l_deadletter_entry){
+            .ev = &evs[i], .status = 500, .message = "was down"};
     }
     dl = open_ok(f->path);
     assert_int_equal(o2l_deadletter_append(dl, e, 4, NOW_NS), O2L_OK);
@@ -655,7 +755,7 @@ static void test_deadletter_replay_mixes_events_and_items(void **state)
     o2l_exporter_config_defaults(&ec);
     ec.file_path = sink;
     ec.flush_interval_ms = 10;
-    assert_int_equal(o2l_replay_dead_letters(&ec, f->path, &quiet, &res),
+    assert_int_equal(o2l_replay_dead_letters(&ec, f->path, NULL, &quiet, &res),
                      O2L_OK);
     assert_int_equal(res.replayed, 4);
     assert_int_equal(res.delivered, 4);
@@ -701,6 +801,10 @@ int main(void)
             test_deadletter_otlp_allocation_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_deadletter_replay_mixes_events_and_items, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_deadletter_replay_note_keeps_first_refusal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deadletter_append_raw, setup,
+                                        teardown),
     };
 
     o2l_mem_init();

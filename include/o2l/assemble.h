@@ -21,13 +21,13 @@
  * user, session, name and tags. Spans already released are never sent
  * again for a late fact.
  *
- * Custom trace ids (MAPPING.md §6): when the spans of an original trace
+ * Custom trace ids: when the spans of an original trace
  * were mapped to another trace id, the stage remembers that id for the
  * original trace id, as long as it remembers facts (the same ttl and
  * bound), and gives it to later spans of that trace that do not name one
  * themselves, so they join the same Langfuse trace.
  *
- * Duplicate spans (MAPPING.md §3.1): a span whose (trace id as received,
+ * Duplicate spans: a span whose (trace id as received,
  * span id) the stage already holds replaces the held one, which is
  * dropped unsent; the later arrival wins, as within one export.
  *

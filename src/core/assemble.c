@@ -570,7 +570,7 @@ static void req_release_one(struct o2l_assemble *a, struct held_req *r)
 }
 
 /*
- * MAPPING §3.1 for spans held in one window: a span id that trace |t|
+ * Duplicate spans held in one window: a span id that trace |t|
  * already holds is replaced by this later copy. The earlier one is
  * dropped unsent; a request left with no held span is wholly released.
  * Returns the slot for the new ref.
@@ -1390,7 +1390,7 @@ static size_t span_of(const struct o2l_release_index *ix,
 
 /*
  * The mapper saw the remembered trace id as the span's own, so it could
- * not name the original: otel_trace_id becomes |orig| (MAPPING §6), or
+ * not name the original: otel_trace_id becomes |orig|, or
  * goes when the span ended up under its original trace id after all.
  */
 static int set_origin(struct o2l_observation *o, const char *orig,
@@ -1425,7 +1425,7 @@ static int set_origin(struct o2l_observation *o, const char *orig,
 }
 
 /*
- * MAPPING §6 across windows: remembers, per original trace id, the trace
+ * Custom trace ids across windows: remembers, per original trace id, the trace
  * id its spans of the open release were mapped to when that differs, and
  * names the original of the spans that release_trace() moved.
  */

@@ -696,12 +696,28 @@ static const char *explicit_environment(const struct sref *r)
     return NULL;
 }
 
+/* A span with a parent that asks to be treated as a root. Langfuse would
+ * build a whole trace from it, so none of its own values may become the
+ * trace's (only true or "true" counts, as for the public flag). */
+static bool flagged_as_root(const struct sref *r)
+{
+    const cJSON *v = o2l_mu_get(r->s->attrs, "langfuse.internal.as_root");
+
+    return r->s->parent_id[0] &&
+           (cJSON_IsTrue(v) ||
+            (cJSON_IsString(v) && strcmp(v->valuestring, "true") == 0));
+}
+
 static int trace_environment(const struct group *g, struct o2l_trace *t)
 {
     const char *raw = NULL;
 
     for (size_t k = 0; k < g->n && !raw; k++) {
-        raw = explicit_environment(group_at(g, k));
+        const struct sref *r = group_at(g, k);
+
+        if (!flagged_as_root(r)) {
+            raw = explicit_environment(r);
+        }
     }
     return o2l_mu_environment(raw, &t->environment);
 }

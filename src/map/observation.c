@@ -603,37 +603,52 @@ static int flat_params(struct o2l_map_ctx *c, cJSON *params)
     return O2L_OK;
 }
 
+/* The parameters Genkit keeps in the JSON of |key|, under |path|. */
+static int genkit_params(struct o2l_map_ctx *c, const char *key,
+                         const char *const *path, cJSON *params)
+{
+    cJSON *genkit = NULL;
+    const cJSON *v;
+    int rc;
+
+    rc = o2l_mu_value(o2l_map_attr(c, key), false, &genkit);
+    v = genkit;
+    for (size_t i = 0; path[i] && v; i++) {
+        v = o2l_mu_get(v, path[i]);
+    }
+    if (rc == O2L_OK) {
+        rc = add_params_object(params, v, false, true);
+    }
+    cJSON_Delete(genkit);
+    return rc;
+}
+
 static int map_params(struct o2l_map_ctx *c)
 {
     static const char *const json_keys[] = {"llm.invocation_parameters",
                                             "model_config"};
+    static const char *const input_config[] = {"config", NULL};
+    static const char *const request_config[] = {"request", "config", NULL};
+    const cJSON *explicit =
+        o2l_map_attr(c, "langfuse.observation.model.parameters");
     cJSON *params = cJSON_CreateObject();
-    cJSON *genkit = NULL;
     int rc;
 
     if (!params) {
         return O2L_ENOMEM;
     }
-    rc = add_params_object(
-        params, o2l_map_attr(c, "langfuse.observation.model.parameters"), false,
-        true);
-    if (rc == O2L_OK && !params->child) {
-        rc = o2l_mu_value(o2l_map_attr(c, "genkit:input"), false, &genkit);
-        if (rc == O2L_OK) {
-            rc = add_params_object(params, o2l_mu_get(genkit, "config"), false,
-                                   true);
-        }
-        cJSON_Delete(genkit);
-        genkit = NULL;
+    /* On an AI SDK span the explicit object is laid over the Vercel set
+     * rather than replacing it. */
+    if (c->ai_sdk && o2l_mu_usable(explicit)) {
+        rc = ai_sdk_params(c, params);
+    } else {
+        rc = add_params_object(params, explicit, false, true);
     }
     if (rc == O2L_OK && !params->child) {
-        rc = o2l_mu_value(o2l_map_attr(c, "genkit:output"), false, &genkit);
-        if (rc == O2L_OK) {
-            rc = add_params_object(
-                params, o2l_mu_get(o2l_mu_get(genkit, "request"), "config"),
-                false, true);
-        }
-        cJSON_Delete(genkit);
+        rc = genkit_params(c, "genkit:input", input_config, params);
+    }
+    if (rc == O2L_OK && !params->child) {
+        rc = genkit_params(c, "genkit:output", request_config, params);
     }
     if (rc == O2L_OK && !params->child && c->ai_sdk) {
         rc = ai_sdk_params(c, params);
@@ -731,7 +746,7 @@ static int map_usage(struct o2l_map_ctx *c)
     /*
      * A usable explicit object is taken as given, even when none of its
      * values is an integer >= 0: then usage is left out rather than
-     * inferred from other keys (§3.3 step 5). Only an absent or empty
+     * inferred from other keys. Only an absent or empty
      * one, or one that is not an object, falls through.
      */
     rc = o2l_mu_object(o2l_map_attr(c, "langfuse.observation.usage_details"),

@@ -782,7 +782,7 @@ static void test_assemble_facts_bounded_in_count(void **state)
 
 /* ---- custom trace ids across windows, duplicates across requests -------- */
 
-/* The custom trace id a UUID seed stands for (MAPPING §6). */
+/* The custom trace id a UUID seed stands for. */
 #define SEED_UUID "8E1F6A52-0000-4000-8000-00000000C0DE"
 #define CUSTOM    "8e1f6a5200004000800000000000c0de"
 

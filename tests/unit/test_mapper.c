@@ -1037,7 +1037,8 @@ static void test_mapper_trace_facts(void **state)
     assert_true(t->timestamp_ns == T0);
     assert_true(t->envelope_ns == T0 + 3);
     assert_int_equal(strlen(t->name), 2000);
-    assert_string_equal(t->environment, "child-env");
+    /* The flagged child's environment is not the trace's. */
+    assert_string_equal(t->environment, "default");
     assert_string_equal(t->user_id, "weak-user");
     assert_json(t->tags, "[\"w\",\"x\",\"y\",\"z\"]");
     assert_string_equal(t->release, "res-r");
@@ -1046,7 +1047,7 @@ static void test_mapper_trace_facts(void **state)
     assert_json(t->metadata, "{\"a\":\"root\",\"b\":2}");
     assert_null(t->session_id);
     assert_string_equal(find_obs(m, "d000000000000002")->environment,
-                        "child-env");
+                        "default");
     done(m, ex);
 }
 
@@ -1700,6 +1701,83 @@ static void test_mapper_service_tier_from_provider_metadata(void **state)
     done(m, ex);
 }
 
+static void test_mapper_explicit_params_over_ai_sdk_set(void **state)
+{
+    struct o2l_export *ex;
+    struct o2l_mapped *m;
+
+    (void)state;
+    /* AI SDK span: the explicit object is laid over the Vercel set. */
+    m = map_one("ai",
+                "{\"ai.operationId\":\"ai.generateText.doGenerate\","
+                "\"ai.model.id\":\"gpt\",\"ai.settings.maxRetries\":2,"
+                "\"gen_ai.request.temperature\":0.3,"
+                "\"langfuse.observation.model.parameters\":"
+                "\"{\\\"temperature\\\":0.9,\\\"seed\\\":7}\"}",
+                &ex);
+    assert_json(m->obs[0].model_parameters,
+                "{\"maxRetries\":2,\"temperature\":0.9,\"seed\":7}");
+    done(m, ex);
+
+    /* Any other span: the explicit object alone. */
+    m = map_one("test",
+                "{\"gen_ai.request.model\":\"gpt\","
+                "\"gen_ai.request.temperature\":0.3,"
+                "\"langfuse.observation.model.parameters\":"
+                "\"{\\\"seed\\\":7}\"}",
+                &ex);
+    assert_json(m->obs[0].model_parameters, "{\"seed\":7}");
+    done(m, ex);
+}
+
+static void test_mapper_as_root_child_gives_no_environment(void **state)
+{
+    struct o2l_export *ex = ex_new();
+    size_t sc = add_scope(ex, "test", "", NULL);
+    struct o2l_mapped *m;
+
+    (void)state;
+    add_span(ex, sc, T1, "a000000000000002", "a000000000000001", "child", T0,
+             T0 + SEC,
+             "{\"langfuse.internal.as_root\":true,"
+             "\"langfuse.environment\":\"child-env\"}");
+    add_span(ex, sc, T1, "a000000000000001", NULL, "root", T0 + 1, T0 + SEC,
+             NULL);
+    add_span(ex, sc, T1, "a000000000000003", "a000000000000001", "other",
+             T0 + 2, T0 + SEC, "{\"langfuse.environment\":\"Staging\"}");
+    m = map(ex);
+    assert_string_equal(m->traces[0].environment, "staging");
+    assert_string_equal(find_obs(m, "a000000000000002")->environment,
+                        "staging");
+    assert_string_equal(m->traces[0].name, "root");
+    done(m, ex);
+
+    /* Without another source the trace keeps "default"; a flag that is
+     * not true leaves the child an ordinary span. */
+    ex = ex_new();
+    sc = add_scope(ex, "test", "", NULL);
+    add_span(ex, sc, T1, "a000000000000002", "a000000000000001", "child", T0,
+             T0 + SEC,
+             "{\"langfuse.internal.as_root\":\"true\","
+             "\"langfuse.environment\":\"child-env\"}");
+    add_span(ex, sc, T1, "a000000000000001", NULL, "root", T0 + 1, T0 + SEC,
+             NULL);
+    add_span(ex, sc, T2, "b000000000000002", "b000000000000001", "child", T0,
+             T0 + SEC,
+             "{\"langfuse.internal.as_root\":false,"
+             "\"langfuse.environment\":\"child-env\"}");
+    m = map(ex);
+    assert_int_equal(m->n_traces, 2);
+    for (size_t i = 0; i < m->n_traces; i++) {
+        assert_string_equal(m->traces[i].environment,
+                            strcmp(m->traces[i].id, T1) == 0 ? "default"
+                                                             : "child-env");
+    }
+    assert_string_equal(find_obs(m, "a000000000000001")->environment,
+                        "default");
+    done(m, ex);
+}
+
 static void test_mapper_explicit_usage_that_filters_to_nothing(void **state)
 {
     struct o2l_export *ex;
@@ -1872,6 +1950,8 @@ int main(void)
         cmocka_unit_test(test_mapper_request_functions_become_tools),
         cmocka_unit_test(test_mapper_ingest_attributes_parse_json),
         cmocka_unit_test(test_mapper_service_tier_from_provider_metadata),
+        cmocka_unit_test(test_mapper_explicit_params_over_ai_sdk_set),
+        cmocka_unit_test(test_mapper_as_root_child_gives_no_environment),
         cmocka_unit_test(test_mapper_explicit_usage_that_filters_to_nothing),
         cmocka_unit_test(test_mapper_genkit_by_keys_or_scope),
         cmocka_unit_test(test_mapper_counts_flattened_keys_over_budget),

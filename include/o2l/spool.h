@@ -37,14 +37,20 @@ struct o2l_spool_config {
     uint64_t max_bytes; /* cap on the bodies held; appends past it: EFULL */
     bool sync;          /* true: fsync before the callback (the default);
                            false: no fsync, for measuring its cost only */
+    uint64_t reserve_bytes; /* size of the space reserve (spool.reserve);
+                               0: max_bytes / 64 within 4..64 MiB, cut to
+                               an eighth of a small file system */
+    uint32_t max_pages;     /* 0: none; else a cap on the database file in
+                               pages (PRAGMA max_page_count), so tests can run
+                               out of space without filling a disk */
 };
 
 /* A stored request. |body| is owned by the record. */
 struct o2l_spool_record {
-    uint64_t id;          /* increasing; 0 is never used */
-    int64_t received_ns;  /* Unix ns */
-    int format;           /* enum o2l_otlp_format, stored as an integer */
-    uint32_t n_spans;     /* spans accepted from it, for counters */
+    uint64_t id;         /* increasing; 0 is never used */
+    int64_t received_ns; /* Unix ns */
+    int format;          /* enum o2l_otlp_format, stored as an integer */
+    uint32_t n_spans;    /* spans accepted from it, for counters */
     unsigned char *body;
     size_t len;
 };
@@ -52,14 +58,20 @@ struct o2l_spool_record {
 struct o2l_spool_stats {
     uint64_t requests_appended; /* committed since start */
     uint64_t bytes_appended;
-    uint64_t spans_appended;    /* n_spans of the committed requests */
-    uint64_t requests_acked;    /* deleted since start */
-    uint64_t commits;           /* transactions (one fsync each) */
-    uint64_t append_failures;   /* commits that failed */
-    uint64_t requests_held;     /* in the spool now, incl. recovered */
-    uint64_t bytes_held;        /* sum of body lengths now */
+    uint64_t spans_appended;     /* n_spans of the committed requests */
+    uint64_t requests_acked;     /* deleted since start */
+    uint64_t commits;            /* transactions (one fsync each) */
+    uint64_t append_failures;    /* commits that failed */
+    uint64_t requests_held;      /* in the spool now, incl. recovered */
+    uint64_t bytes_held;         /* sum of body lengths now */
     uint64_t recovered_requests; /* found at open */
     uint64_t recovered_bytes;
+    uint64_t requests_failed; /* appends answered with an error */
+    uint64_t damaged_at_open; /* spool files found damaged and moved
+                                 aside at open (their requests lost) */
+    uint64_t reserve_bytes;   /* size of the reserve file now (0: freed) */
+    bool out_of_space;        /* the disk is full: appends are refused
+                                 until deletes have made room again */
 };
 
 struct o2l_spool;
@@ -76,9 +88,23 @@ typedef void (*o2l_spool_done_fn)(void *arg, int rc);
  * Opens (or creates) the spool in cfg->dir and recovers what an earlier
  * run left: counts requests and bytes (logged by the caller from the
  * stats). A database that cannot be read is moved aside (renamed with a
- * ".corrupt-<unix time>" suffix, logged as an error) and a new one is
- * started. Returns NULL with a message in |err| when the directory cannot
- * be used.
+ * ".corrupt-<unix time>" suffix) and a new one is started; a write-ahead
+ * log with a damaged header (which SQLite would ignore silently) is moved
+ * aside as "-wal.damaged-<unix time>". Both are logged as errors and
+ * counted in damaged_at_open.
+ *
+ * The directory is locked (flock on spool.lock) for the life of the
+ * spool: a second open of the same directory, from this or another
+ * process, fails with a message saying so.
+ *
+ * Disk space: a reserve file (spool.reserve, real blocks) is kept beside
+ * the database. When a write fails for want of space the spool frees the
+ * reserve so the deletes of delivered requests still go through, refuses
+ * appends (EFULL, out_of_space in the stats) and, once deletes and a
+ * checkpoint have made room, writes the reserve again and takes appends.
+ * A disk too full for the reserve at open starts in that state.
+ *
+ * Returns NULL with a message in |err| when the directory cannot be used.
  */
 struct o2l_spool *o2l_spool_open(const struct o2l_spool_config *cfg,
                                  const struct o2l_log *log, char *err,
@@ -94,15 +120,16 @@ int o2l_spool_start(struct o2l_spool *sp, struct event_base *base);
 
 /*
  * True when an append of |len| more bytes would fit under the cap (bytes
- * held + bytes waiting for commit + len <= max_bytes) and the spool is not
- * stopping. Receive thread.
+ * held + bytes waiting for commit + len <= max_bytes), the disk is not
+ * out of space and the spool is not stopping. Receive thread.
  */
 bool o2l_spool_has_room(struct o2l_spool *sp, size_t len);
 
 /*
  * Queues |rec| (id ignored; body copied) for the next commit and returns
  * O2L_OK with a ticket; |done| will run on the receive thread. Returns
- * O2L_EFULL when it would pass the cap, O2L_ETOOBIG when |len| alone is
+ * O2L_EFULL when it would pass the cap or the disk is out of space
+ * (see o2l_spool_open()), O2L_ETOOBIG when |len| alone is
  * larger than the cap, O2L_ESTOPPED when stopping, O2L_ENOMEM; then no
  * callback will run. |ticket| may be NULL when the caller never cancels.
  */
@@ -130,8 +157,10 @@ int o2l_spool_next(struct o2l_spool *sp, uint64_t after,
 
 /*
  * Marks request |id| settled: it is deleted in the next transaction (an id
- * already deleted is ignored). Acks of a failed transaction are tried
- * again with the next one; acks made after stop() are applied by close().
+ * already deleted is ignored). Deletes never fail with the appends they
+ * were grouped with: they are written again on their own, and deletes that
+ * still fail are tried again every second; acks made after stop() are
+ * applied by close().
  * Any thread. Returns O2L_OK, O2L_EINVAL for id 0, or O2L_ENOMEM.
  */
 int o2l_spool_ack(struct o2l_spool *sp, uint64_t id);
@@ -151,7 +180,8 @@ void o2l_spool_stats(struct o2l_spool *sp, struct o2l_spool_stats *out);
 
 /*
  * Stops if needed (receive thread, as for stop()), applies acks that came
- * in after the stop, and closes. The delivery thread must no longer call
+ * in after the stop, closes and releases the directory's lock (the reserve
+ * file stays for the next start). The delivery thread must no longer call
  * o2l_spool_next(). Accepts NULL.
  */
 void o2l_spool_close(struct o2l_spool *sp);

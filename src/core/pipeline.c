@@ -92,8 +92,7 @@ int o2l_flight_push(struct o2l_pipeline_delivery *d, uint64_t id,
     return O2L_OK;
 }
 
-struct in_flight *o2l_flight_find(struct o2l_pipeline_delivery *d,
-                                  uint64_t id)
+struct in_flight *o2l_flight_find(struct o2l_pipeline_delivery *d, uint64_t id)
 {
     size_t lo = 0;
     size_t hi = d->len;
@@ -130,8 +129,7 @@ static bool flight_check(struct o2l_pipeline_delivery *d, struct in_flight *f)
     return now_done;
 }
 
-bool o2l_flight_settle(struct o2l_pipeline_delivery *d, uint64_t id,
-                       size_t n)
+bool o2l_flight_settle(struct o2l_pipeline_delivery *d, uint64_t id, size_t n)
 {
     struct in_flight *f = o2l_flight_find(d, id);
 
@@ -206,8 +204,7 @@ static int dead_letter(struct o2l_pipeline *p, const struct o2l_settled *items,
     return rc;
 }
 
-int o2l_pipeline_on_settle(void *arg, const struct o2l_settled *items,
-                           size_t n)
+int o2l_pipeline_on_settle(void *arg, const struct o2l_settled *items, size_t n)
 {
     struct o2l_pipeline *p = arg;
     struct o2l_pipeline_delivery *d = p->delivery;
@@ -296,8 +293,8 @@ int o2l_pipeline_submit(struct o2l_pipeline *p,
     memset(&rec, 0, sizeof(rec));
     rec.received_ns = req->received_ns;
     rec.format = (int)req->format;
-    rec.n_spans = req->n_spans > UINT32_MAX ? UINT32_MAX
-                                            : (uint32_t)req->n_spans;
+    rec.n_spans =
+        req->n_spans > UINT32_MAX ? UINT32_MAX : (uint32_t)req->n_spans;
     /* The spool copies the body; it never writes through this pointer. */
     rec.body = (unsigned char *)(uintptr_t)req->body;
     rec.len = req->len;
@@ -334,12 +331,19 @@ void o2l_pipeline_stop(struct o2l_pipeline *p)
 
 void o2l_pipeline_stats(struct o2l_pipeline *p, struct o2l_pipeline_stats *out)
 {
+    struct o2l_spool_stats sp;
+
     memset(out, 0, sizeof(*out));
     if (!p->delivery) {
         return;
     }
     pthread_mutex_lock(&p->delivery->mu);
     *out = p->delivery->st;
+    /* Appends the spool could not store were answered 503 too. */
+    if (p->spool) {
+        o2l_spool_stats(p->spool, &sp);
+        out->requests_refused += sp.requests_failed;
+    }
     out->exporter = p->delivery->retired;
     if (p->delivery->exporter) {
         struct o2l_exporter_stats now;

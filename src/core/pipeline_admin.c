@@ -13,8 +13,15 @@ bool o2l_pipeline_ready(struct o2l_pipeline *p, char *reason, size_t len)
         snprintf(reason, len, "not started");
         return false;
     }
+    o2l_spool_stats(p->spool, &st);
+    if (st.out_of_space) {
+        snprintf(reason, len,
+                 "spool disk out of space (no room left in spool.dir; "
+                 "%llu requests held), waiting for Langfuse to take them",
+                 (unsigned long long)st.requests_held);
+        return false;
+    }
     if (o2l_pipeline_full(p) || !o2l_spool_has_room(p->spool, 0)) {
-        o2l_spool_stats(p->spool, &st);
         snprintf(reason, len,
                  "spool full (%llu bytes held; spool.max_bytes reached), "
                  "waiting for Langfuse to take them",
@@ -43,7 +50,8 @@ void o2l_pipeline_write_metrics(struct o2l_pipeline *p, struct evbuffer *out)
                      sp.spans_appended);
     o2l_admin_metric(out, "requests_refused_total", "counter",
                      "Export requests answered 503 or 413 because the spool "
-                     "was full or stopping.",
+                     "was full, out of disk space, stopping or could not "
+                     "store them.",
                      pl.requests_refused);
     o2l_admin_metric(out, "spool_requests", "gauge",
                      "Export requests held in the spool.", sp.requests_held);
@@ -58,6 +66,21 @@ void o2l_pipeline_write_metrics(struct o2l_pipeline *p, struct evbuffer *out)
                      "Spool transactions that failed (their requests were "
                      "answered 503).",
                      sp.append_failures);
+    o2l_admin_metric(out, "spool_out_of_space", "gauge",
+                     "1 while the spool's disk is out of space (requests "
+                     "refused until delivered ones are deleted).",
+                     sp.out_of_space);
+    o2l_admin_metric(out, "spool_reserve_bytes", "gauge",
+                     "Size of the spool's space reserve file (0 while it is "
+                     "freed for lack of space).",
+                     sp.reserve_bytes);
+    o2l_admin_metric(out, "spool_damaged_total", "counter",
+                     "Spool files found damaged at start and moved aside "
+                     "(the requests in them are lost).",
+                     sp.damaged_at_open);
+    o2l_admin_metric(out, "spool_recovered_requests", "gauge",
+                     "Export requests found in the spool at start.",
+                     sp.recovered_requests);
     o2l_admin_metric(out, "requests_delivered_total", "counter",
                      "Spooled requests whose events are all settled.",
                      pl.requests_delivered);

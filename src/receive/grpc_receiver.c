@@ -378,11 +378,13 @@ static void on_stored(void *arg, int rc)
 
     s->ticket = NULL;
     if (rc != O2L_OK) {
-        o2l_log_error(c->r->log, "grpc",
+        /* The spool logs the cause once per episode; the refusal is
+         * counted in requests_refused_total. */
+        o2l_log_debug(c->r->log, "grpc",
                       "conn=%" PRIu64 " stream=%" PRId32
                       " cannot store the request: %s",
                       c->id, s->id, o2l_strerror(rc));
-        respond_status(s, O2L_LOG_WARN, HTTP_STATUS_OK,
+        respond_status(s, O2L_LOG_DEBUG, HTTP_STATUS_OK,
                        GRPC_STATUS_UNAVAILABLE,
                        "cannot store the request now, retry later");
     } else if (o2l_otlp_encode_response(O2L_OTLP_PROTOBUF,

@@ -227,7 +227,9 @@ static void on_stored(void *arg, int rc)
         rc = o2l_otlp_encode_response(pd->fmt, (int64_t)pd->rejected,
                                       pd->message, &resp, &resp_len);
     } else {
-        o2l_log_error(r->log, "http",
+        /* The spool logs the cause once per episode; the refusal is
+         * counted in requests_refused_total. */
+        o2l_log_debug(r->log, "http",
                       "peer=%s spans=%zu answered 503: cannot store the "
                       "request: %s",
                       pd->peer, pd->n_spans, o2l_strerror(rc));

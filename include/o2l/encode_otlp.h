@@ -31,7 +31,7 @@
  *    back to AnyValue: strings (bytes arrived as base64 text and stay text),
  *    booleans, integral numbers that fit int64 as intValue, other numbers
  *    as doubleValue, raw JSON integers as intValue, arrays as arrayValue
- *    and objects as kvlistValue. Left out (MAPPING.md §1.6): every key
+ *    and objects as kvlistValue. Left out: every key
  *    named above, whether or not the span gets a value for it, so an
  *    original never overrides the mapping (so no span but the true root
  *    carries langfuse.trace.input or .output);
@@ -46,11 +46,16 @@
  *    and, as received, trace state, flags and links (a link's ids are
  *    never rewritten).
  *  - a size guard, the ingestion path's rule (encode.h): while the item
- *    is over max_item_bytes, the largest of the span's langfuse.*
- *    input, output and metadata values (observation, then trace ones on
- *    the true root) longer than the marker is replaced with the shared
- *    marker (inside an object for metadata); an item still too big is
- *    sent as it is.
+ *    is over max_item_bytes, the largest string value it may replace
+ *    (longer than the marker plus 64 bytes) is replaced with the shared
+ *    marker. It may replace the span's langfuse.* input, output and
+ *    metadata values (observation, then trace ones on the true root; the
+ *    marker stays inside an object for metadata) and every string it
+ *    forwards as received: original span attributes (also strings inside
+ *    their arrays and kvlists), span event and link attributes (the marker
+ *    names the attribute's key). Of equal lengths the forwarded copy goes
+ *    first. The resource and scope are never changed: an item too big
+ *    through them alone is sent as it is.
  * An EVENT observation made from a span event (id "<spanId>-event-<n>")
  * becomes a zero-length INTERNAL child span at the event's time: span id =
  * the first 8 bytes of SHA-256 over that id text, parent = the span, name =

@@ -95,11 +95,14 @@ struct o2l_exporter_config {
                                     event type */
     uint32_t shutdown_timeout_ms;
     /*
-     * stop() keeps sending until the queue is empty or the shutdown
-     * timeout passes. false: what is left counts as dropped, and a
-     * backoff in progress is cut short for one last try. true: the
-     * backoff is kept and what is left counts as left, not dropped,
-     * because the owner keeps it elsewhere (the spool).
+     * What stop() does with queued events. false: it keeps sending until
+     * the queue is empty or the shutdown timeout passes (a backoff in
+     * progress is cut short for one last try) and what is left counts as
+     * dropped. true: the owner keeps them elsewhere (the spool), so it
+     * keeps sending only while Langfuse takes them, returns as soon as
+     * nothing is in flight and the next request would have to wait (a
+     * backoff, a Retry-After, a pause), and what is left counts as left,
+     * not dropped.
      */
     bool leave_queued_on_stop;
     o2l_exporter_settle_fn on_settle; /* NULL: log and count only */
@@ -173,6 +176,15 @@ size_t o2l_exporter_queue_max_events(const struct o2l_exporter *ex);
  * Returns O2L_OK, or O2L_ESTOPPED when events were dropped.
  */
 int o2l_exporter_stop(struct o2l_exporter *ex);
+
+/*
+ * Like o2l_exporter_stop(), but no further request begins (nor the other
+ * halves of a split one): it returns once the request in flight, if any,
+ * is answered, or at the shutdown timeout, when that request is cut off.
+ * For leaving a route that is no longer used; queued events count as left
+ * (leave_queued_on_stop) or dropped.
+ */
+int o2l_exporter_stop_now(struct o2l_exporter *ex);
 
 void o2l_exporter_stats(struct o2l_exporter *ex,
                         struct o2l_exporter_stats *out);

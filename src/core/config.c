@@ -152,10 +152,12 @@ static const struct setting settings[] = {
      "bytes per ingestion request (Langfuse allows 3.5 MB)"},
     {"export.queue_max_events", "O2L_QUEUE_MAX_EVENTS", "--queue-max-events",
      KIND_UINT, OFF(queue_max_events), 1, 100000000, NULL,
-     "events waiting for export before receivers answer 503"},
+     "events held in memory for sending to Langfuse; when full, delivery "
+     "waits for room and the rest waits in the spool"},
     {"export.queue_max_bytes", "O2L_QUEUE_MAX_BYTES", "--queue-max-bytes",
      KIND_UINT, OFF(queue_max_bytes), 4096, 64 * 1024 * MIB, NULL,
-     "bytes waiting for export before receivers answer 503"},
+     "bytes of events held in memory for sending to Langfuse; when full, "
+     "delivery waits for room and the rest waits in the spool"},
     {"export.request_timeout_ms", "O2L_REQUEST_TIMEOUT_MS",
      "--request-timeout-ms", KIND_UINT, OFF(request_timeout_ms), 100, 600000,
      NULL, "timeout of one request to Langfuse"},

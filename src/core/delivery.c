@@ -6,6 +6,7 @@
  * traces, and hands the result to the exporter, each event marked with
  * the spool request it came from.
  */
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -73,11 +74,24 @@ static bool have_langfuse(const struct o2l_pipeline *p)
 
 /* ---- choosing the output ------------------------------------------ */
 
+/* Why the version could not be asked, for the log. */
+static void probe_failure(int status, char *out, size_t cap)
+{
+    if (status > 0) {
+        snprintf(out, cap, "its health route answered status %d", status);
+    } else {
+        snprintf(out, cap, "no connection or no answer in time");
+    }
+}
+
 /*
  * Asks Langfuse once. Returns O2L_OK with *out set, or O2L_EIO when it
- * could not be reached (try again later).
+ * could not be asked (no connection, a timeout, a 5xx, a 429: try again
+ * later; *status is the answer's status, 0 when none). Only a 404 or a
+ * 2xx without a usable version means a server older than v4. Logs the
+ * decision unless |quiet|.
  */
-static int probe(struct run *r, enum o2l_output *out, bool quiet)
+static int probe(struct run *r, enum o2l_output *out, bool quiet, int *status)
 {
     const struct o2l_exporter_config *ec = &r->p->export_cfg;
     char version[64] = "";
@@ -85,17 +99,20 @@ static int probe(struct run *r, enum o2l_output *out, bool quiet)
     int major;
 
     rc = o2l_langfuse_version(ec->base_url, ec->public_key, ec->secret_key,
-                              PROBE_TIMEOUT_MS, version, sizeof(version));
-    if (rc == O2L_EIO) {
-        return rc;
+                              PROBE_TIMEOUT_MS, version, sizeof(version),
+                              status);
+    if (rc != O2L_OK && rc != O2L_EHTTP && rc != O2L_EPARSE) {
+        return O2L_EIO;
     }
     if (rc != O2L_OK) {
         if (!quiet) {
             o2l_log_warn(r->p->log, COMPONENT,
-                         "Langfuse did not say its version (%s): output "
+                         "Langfuse %s: taken as a server before v4, output "
                          "ingestion; switching to otlp if it refuses trace "
                          "events",
-                         o2l_strerror(rc));
+                         rc == O2L_EHTTP
+                             ? "has no health route (status 404)"
+                             : "did not say its version on its health route");
         }
         *out = O2L_OUTPUT_INGESTION;
         return O2L_OK;
@@ -115,6 +132,7 @@ static bool choose_output(struct run *r)
 {
     uint32_t wait = PROBE_RETRY_FIRST_MS;
     uint64_t last_log = 0;
+    int last_status = -1;
 
     if (!have_langfuse(r->p) || r->p->output == O2L_CHOOSE_INGESTION) {
         r->output = O2L_OUTPUT_INGESTION;
@@ -125,19 +143,25 @@ static bool choose_output(struct run *r)
         return true;
     }
     while (!stopping(r)) {
+        char why[96];
         uint64_t now;
+        int status = 0;
 
-        if (probe(r, &r->output, false) == O2L_OK) {
+        if (probe(r, &r->output, false, &status) == O2L_OK) {
             r->next_probe_ms = o2l_mono_ms() + PROBE_AGAIN_MS;
             return true;
         }
         now = o2l_mono_ms();
-        if (last_log == 0 || now - last_log >= PROBE_LOG_EVERY_MS) {
+        /* Once per cause, and again now and then while it lasts. */
+        if (status != last_status || now - last_log >= PROBE_LOG_EVERY_MS) {
+            probe_failure(status, why, sizeof(why));
             o2l_log_warn(r->p->log, COMPONENT,
-                         "cannot reach Langfuse to ask its version; "
-                         "delivery waits (requests are still accepted "
-                         "into the spool)");
+                         "cannot ask Langfuse its version (%s); delivery "
+                         "waits and asks again (requests are still "
+                         "accepted into the spool)",
+                         why);
             last_log = now;
+            last_status = status;
         }
         pause_ms(r, wait);
         wait = wait * 2 > PROBE_RETRY_MAX_MS ? PROBE_RETRY_MAX_MS : wait * 2;
@@ -176,9 +200,12 @@ static int start_exporter(struct run *r)
     return O2L_OK;
 }
 
-/* Stops the exporter (the request in flight may finish) and keeps its
- * counters. */
-static void stop_exporter(struct run *r)
+/*
+ * Stops the exporter and keeps its counters. The request in flight may
+ * finish; with |now| no other begins (the route is left), else it goes on
+ * while Langfuse takes them. Queued events stay in the spool either way.
+ */
+static void stop_exporter(struct run *r, bool now)
 {
     struct o2l_exporter_stats st;
     struct o2l_exporter *ex;
@@ -190,7 +217,11 @@ static void stop_exporter(struct run *r)
         return;
     }
     /* Settles during the stop still reach the spool through the lock. */
-    o2l_exporter_stop(ex);
+    if (now) {
+        o2l_exporter_stop_now(ex);
+    } else {
+        o2l_exporter_stop(ex);
+    }
     o2l_exporter_stats(ex, &st);
     pthread_mutex_lock(&r->d->mu);
     r->d->exporter = NULL;
@@ -210,7 +241,8 @@ static int switch_output(struct run *r, enum o2l_output to, const char *why)
                  "switching output %s -> %s: %s; undelivered requests are "
                  "sent again from the spool",
                  output_name(r->output), output_name(to), why);
-    stop_exporter(r);
+    /* Not one more request to the route being left. */
+    stop_exporter(r, true);
     pthread_mutex_lock(&r->d->mu);
     o2l_flight_clear(r->d);
     r->d->st.output_switches++;
@@ -240,7 +272,7 @@ static int check_output(struct run *r)
         return O2L_OK;
     }
     r->next_probe_ms = o2l_mono_ms() + PROBE_AGAIN_MS;
-    if (probe(r, &seen, true) == O2L_OK && seen != r->output &&
+    if (probe(r, &seen, true, NULL) == O2L_OK && seen != r->output &&
         !(seen == O2L_OUTPUT_INGESTION && r->output == O2L_OUTPUT_OTLP &&
           r->d->st.output_switches > 0)) {
         /* A server that refused ingestion events keeps its OTLP output
@@ -530,7 +562,7 @@ void *o2l_delivery_main(void *arg)
                          "stopping with spans held; they stay in the spool");
         }
     }
-    stop_exporter(&r);
+    stop_exporter(&r, false);
     o2l_assemble_free(r.held);
     return NULL;
 }

@@ -33,6 +33,9 @@ typedef Opentelemetry__Proto__Trace__V1__Status pb_status;
 
 #define ANY_STRING                                                             \
     OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE
+#define ANY_ARRAY OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_ARRAY_VALUE
+#define ANY_KVLIST                                                             \
+    OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_KVLIST_VALUE
 
 /* OTLP SpanKind of the child spans made from span events. */
 #define SPAN_KIND_INTERNAL                                                     \
@@ -285,6 +288,8 @@ struct enc {
     struct scope_msgs *scopes;
     struct arena shared; /* the scope messages */
     struct arena item;   /* one ResourceSpans at a time */
+    size_t item_mapped;  /* the item's langfuse.* attributes, which come
+                            before those forwarded as received */
 };
 
 /* An observation made from a span event: "<spanId>-event-<n>". */
@@ -914,7 +919,7 @@ static const char *const owned_keys[] = {
     "langfuse.release",
     "langfuse.trace.public",
     "langfuse.trace.metadata",
-    /* Written on the true root only (MAPPING §1.6): no other span may
+    /* Written on the true root only: no other span may
      * carry an original one. */
     "langfuse.trace.input",
     "langfuse.trace.output",
@@ -978,7 +983,7 @@ static bool moves_to_metadata(const struct item_ctx *c, const char *key)
            strcmp(key, "gen_ai.operation.name") == 0;
 }
 
-/* Whether an original attribute is forwarded as it came (MAPPING §1.6). */
+/* Whether an original attribute is forwarded as it came. */
 static bool keeps_original(const struct item_ctx *c, const char *key)
 {
     if (o2l_mu_starts(key, "langfuse.")) {
@@ -1191,7 +1196,7 @@ static void fill_ids(const struct item_ctx *c, bool child, struct span_ids *ids)
         hex_bytes(c->span->trace_id, ids->trace, sizeof(ids->trace));
     }
     if (child) {
-        /* MAPPING §1.6: the first 8 bytes of SHA-256 over the id text. */
+        /* The first 8 bytes of SHA-256 over the id text. */
         o2l_mu_sha256(o->id, strlen(o->id), digest);
         memcpy(ids->span, digest, sizeof(ids->span));
     } else {
@@ -1314,6 +1319,7 @@ static int build_attrs(struct enc *e, const struct item_ctx *c, bool child,
     if (rc == O2L_OK) {
         rc = put_trace(&l, c);
     }
+    e->item_mapped = l.n;
     if (rc == O2L_OK && originals) {
         rc = put_originals(&l, c, e->map);
     }
@@ -1378,7 +1384,8 @@ static int build_span(struct enc *e, const struct item_ctx *c, bool child,
 
 /* ---- the size guard --------------------------------------------------- */
 
-/* The values that may be replaced with a marker, and the word for each. */
+/* The mapped values that may be replaced with a marker, and the word for
+ * each. */
 static const struct {
     const char *key;
     const char *what;
@@ -1392,73 +1399,222 @@ static const struct {
     {"langfuse.trace.metadata", "trace metadata", true},
 };
 
-/* The largest string value among trim_keys worth replacing, or NULL. */
-static pb_kv *largest_trimmable(const pb_span *sp, size_t *which, size_t *len)
+/* Values no longer than this are never replaced (encode.h). */
+#define TRIM_MIN_LEN (O2L_TRIM_MARKER_MAX + 64)
+
+/* A key named in a marker is cut to this many bytes. */
+#define TRIM_KEY_MAX 64
+
+/* One string value the size guard may replace. */
+struct trim_cand {
+    pb_any *v;        /* a string value of this item's own messages */
+    size_t len;       /* its length */
+    const char *what; /* a trim_keys word, or the attribute's key */
+    bool object;      /* the marker goes inside an object */
+    bool original;    /* forwarded as received, not a langfuse.* value */
+    size_t order;     /* position in the item, for a stable order */
+};
+
+struct trim_list {
+    struct trim_cand *c;
+    size_t n;
+    size_t cap;
+};
+
+static int trim_add(struct trim_list *l, pb_any *v, const char *what,
+                    bool object, bool original)
 {
-    pb_kv *big = NULL;
+    size_t len;
 
-    *len = 0;
-    for (size_t i = 0; i < sp->n_attributes; i++) {
+    if (!v || v->value_case != ANY_STRING || !v->string_value) {
+        return O2L_OK;
+    }
+    len = strlen(v->string_value);
+    if (len <= TRIM_MIN_LEN) {
+        return O2L_OK;
+    }
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        struct trim_cand *c = o2l_realloc(l->c, cap * sizeof(*c));
+
+        if (!c) {
+            return O2L_ENOMEM;
+        }
+        l->c = c;
+        l->cap = cap;
+    }
+    l->c[l->n] = (struct trim_cand){v, len, what, object, original, l->n};
+    l->n++;
+    return O2L_OK;
+}
+
+/* Deeper strings stay: no item nests that far in practice. */
+#define TRIM_MAX_DEPTH 64
+
+/* Every string inside the forwarded value |v| of attribute |key|. */
+static int trim_add_value(struct trim_list *l, pb_any *v, const char *key,
+                          unsigned depth)
+{
+    int rc = O2L_OK;
+
+    if (!v || depth > TRIM_MAX_DEPTH) {
+        return O2L_OK;
+    }
+    if (v->value_case == ANY_STRING) {
+        return trim_add(l, v, key, false, true);
+    }
+    if (v->value_case == ANY_ARRAY && v->array_value) {
+        for (size_t i = 0; i < v->array_value->n_values && rc == O2L_OK; i++) {
+            rc = trim_add_value(l, v->array_value->values[i], key, depth + 1);
+        }
+    } else if (v->value_case == ANY_KVLIST && v->kvlist_value) {
+        for (size_t i = 0; i < v->kvlist_value->n_values && rc == O2L_OK; i++) {
+            rc = trim_add_value(l, v->kvlist_value->values[i]->value, key,
+                                depth + 1);
+        }
+    }
+    return rc;
+}
+
+static int trim_add_kvs(struct trim_list *l, pb_kv **kvs, size_t n)
+{
+    int rc = O2L_OK;
+
+    for (size_t i = 0; i < n && rc == O2L_OK; i++) {
+        rc = trim_add_value(l, kvs[i]->value, kvs[i]->key, 0);
+    }
+    return rc;
+}
+
+/*
+ * The values of span |sp| the guard may replace: the mapped input, output
+ * and metadata values among its first |n_mapped| attributes, and every
+ * string of what it forwards as received (its other attributes, those of
+ * its events and links). The resource and scope are shared by the
+ * items of a request and are left alone.
+ */
+static int trim_collect(pb_span *sp, size_t n_mapped, struct trim_list *l)
+{
+    int rc = O2L_OK;
+
+    for (size_t i = 0; i < sp->n_attributes && rc == O2L_OK; i++) {
         pb_kv *kv = sp->attributes[i];
-        size_t n;
 
-        if (kv->value->value_case != ANY_STRING || !kv->value->string_value) {
+        if (i >= n_mapped) {
+            rc = trim_add_value(l, kv->value, kv->key, 0);
             continue;
         }
         for (size_t k = 0; k < O2L_ARRAY_LEN(trim_keys); k++) {
-            if (strcmp(kv->key, trim_keys[k].key) != 0) {
-                continue;
+            if (strcmp(kv->key, trim_keys[k].key) == 0) {
+                rc = trim_add(l, kv->value, trim_keys[k].what,
+                              trim_keys[k].object, false);
+                break;
             }
-            n = strlen(kv->value->string_value);
-            if (n > O2L_TRIM_MARKER_MAX + 64 && n > *len) {
-                big = kv;
-                *which = k;
-                *len = n;
-            }
-            break;
         }
     }
-    return big;
+    for (size_t i = 0; i < sp->n_events && rc == O2L_OK; i++) {
+        rc = trim_add_kvs(l, sp->events[i]->attributes,
+                          sp->events[i]->n_attributes);
+    }
+    for (size_t i = 0; i < sp->n_links && rc == O2L_OK; i++) {
+        rc = trim_add_kvs(l, sp->links[i]->attributes,
+                          sp->links[i]->n_attributes);
+    }
+    return rc;
+}
+
+/* Largest first; of equal ones the forwarded copy before the mapped
+ * value Langfuse shows; then in item order. */
+static int trim_cmp(const void *pa, const void *pb)
+{
+    const struct trim_cand *a = pa;
+    const struct trim_cand *b = pb;
+
+    if (a->len != b->len) {
+        return a->len > b->len ? -1 : 1;
+    }
+    if (a->original != b->original) {
+        return a->original ? -1 : 1;
+    }
+    return a->order < b->order ? -1 : a->order > b->order;
+}
+
+/* Replaces candidate |c| with the marker. Returns the new length, or
+ * SIZE_MAX when out of memory. */
+static size_t trim_one(struct arena *a, const struct trim_cand *c, size_t max)
+{
+    char marker[O2L_TRIM_MARKER_MAX];
+    char what[TRIM_KEY_MAX + 1];
+    size_t cap = sizeof(marker) + sizeof(O2L_TRIM_METADATA_KEY) + 8;
+    size_t n = strlen(c->what);
+    char *text;
+
+    /* A long key is cut where no UTF-8 sequence is split. */
+    if (n > TRIM_KEY_MAX) {
+        n = TRIM_KEY_MAX;
+        while (n > 0 && ((unsigned char)c->what[n] & 0xc0) == 0x80) {
+            n--;
+        }
+    }
+    memcpy(what, c->what, n);
+    what[n] = '\0';
+    snprintf(marker, sizeof(marker), O2L_TRIM_MARKER_FMT, what, c->len, max);
+    text = arena_alloc(a, cap);
+    if (!text) {
+        return SIZE_MAX;
+    }
+    if (c->object) {
+        /* The words of a mapped value hold nothing JSON would escape. */
+        snprintf(text, cap, "{\"%s\":\"%s\"}", O2L_TRIM_METADATA_KEY, marker);
+    } else {
+        snprintf(text, cap, "%s", marker);
+    }
+    c->v->string_value = text;
+    return strlen(text);
 }
 
 /*
  * The ingestion path's rule for OTLP items: while |rs| packs to more than
- * |max| bytes, the largest of the span's langfuse.* input, output and
- * metadata values is replaced with the shared marker. An item still too
- * big after that (its original attributes, say) is sent as it is.
+ * |max| bytes, the largest value the guard may replace (trim_collect())
+ * gives way to the shared marker. An item still too big after that (its
+ * resource, say) is sent as it is.
  */
 static int trim_item(struct arena *a, const pb_resource_spans *rs, pb_span *sp,
-                     size_t max)
+                     size_t n_mapped, size_t max)
 {
-    while (protobuf_c_message_get_packed_size(&rs->base) > max) {
-        char marker[O2L_TRIM_MARKER_MAX];
-        size_t which = 0;
-        size_t len = 0;
-        pb_kv *big = largest_trimmable(sp, &which, &len);
-        size_t cap = sizeof(marker) + sizeof(O2L_TRIM_METADATA_KEY) + 8;
-        char *text;
-        pb_any *v;
+    struct trim_list l = {0};
+    size_t size = protobuf_c_message_get_packed_size(&rs->base);
+    size_t since_packed = 0;
+    int rc;
 
-        if (!big) {
-            return O2L_OK;
-        }
-        snprintf(marker, sizeof(marker), O2L_TRIM_MARKER_FMT,
-                 trim_keys[which].what, len, max);
-        text = arena_alloc(a, cap);
-        v = any_string(a, text);
-        if (!text || !v) {
-            return O2L_ENOMEM;
-        }
-        /* The marker holds no character JSON would escape. */
-        if (trim_keys[which].object) {
-            snprintf(text, cap, "{\"%s\":\"%s\"}", O2L_TRIM_METADATA_KEY,
-                     marker);
-        } else {
-            snprintf(text, cap, "%s", marker);
-        }
-        big->value = v;
+    if (size <= max) {
+        return O2L_OK;
     }
-    return O2L_OK;
+    rc = trim_collect(sp, n_mapped, &l);
+    if (rc == O2L_OK && l.n > 1) {
+        qsort(l.c, l.n, sizeof(*l.c), trim_cmp);
+    }
+    for (size_t i = 0; rc == O2L_OK && i < l.n && size > max; i++) {
+        size_t now = trim_one(a, &l.c[i], max);
+
+        if (now == SIZE_MAX) {
+            rc = O2L_ENOMEM;
+            break;
+        }
+        /*
+         * An upper bound: the length prefixes around the value shrink
+         * too. Near the limit the item is measured again, so no more is
+         * replaced than needed.
+         */
+        size -= l.c[i].len - now;
+        since_packed++;
+        if (size > max && size - max <= 64 * since_packed) {
+            size = protobuf_c_message_get_packed_size(&rs->base);
+            since_packed = 0;
+        }
+    }
+    o2l_free(l.c);
+    return rc;
 }
 
 /* Packs |rs| and appends it as one item of |out|. */
@@ -1527,7 +1683,7 @@ static int encode_one(struct enc *e, size_t i, struct o2l_event_list *out)
         c.ti = &e->traces[e->obs_trace[i]];
         c.root = c.ti->root == i;
     }
-    /* Langfuse links prompts to generations only (MAPPING §1.2). */
+    /* Langfuse links prompts to generations only. */
     c.prompt = o->type == O2L_OBS_GENERATION && o->prompt_name;
     c.flags = e->obs_flags[i];
     fill_ids(&c, child, &ids);
@@ -1552,7 +1708,7 @@ static int encode_one(struct enc *e, size_t i, struct o2l_event_list *out)
     ss.spans = sp_list;
     rs.n_scope_spans = 1;
     rs.scope_spans = ss_list;
-    rc = trim_item(&e->item, &rs, &sp, e->max_item_bytes);
+    rc = trim_item(&e->item, &rs, &sp, e->item_mapped, e->max_item_bytes);
     if (rc == O2L_OK) {
         rc = append_item(&rs, o, out);
     }

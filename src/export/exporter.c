@@ -123,6 +123,7 @@ struct o2l_exporter {
     int started;
     int joined;
     int stopping;
+    int halting; /* stopping without sending another request */
     struct ring q;
     size_t q_bytes;
     struct o2l_exporter_stats st;
@@ -946,6 +947,17 @@ static void config_failed(struct o2l_exporter *ex, uint64_t seq, long status)
 static void send_http(struct o2l_exporter *ex, uint64_t seq, struct slot *slots,
                       size_t n);
 
+/* False once a stop means no further request may begin. */
+static bool may_send(struct o2l_exporter *ex)
+{
+    bool ok;
+
+    pthread_mutex_lock(&ex->mu);
+    ok = !ex->halting;
+    pthread_mutex_unlock(&ex->mu);
+    return ok;
+}
+
 /* Langfuse refused one event as a whole request: it is dead-lettered. */
 static void reject_single(struct o2l_exporter *ex, uint64_t seq,
                           struct slot *slot, long status,
@@ -987,7 +999,7 @@ static void send_halves(struct o2l_exporter *ex, uint64_t seq,
 
     send_http(ex, seq, slots, n / 2);
     pthread_mutex_lock(&ex->mu);
-    hold = ex->retry_at_ms > o2l_mono_ms();
+    hold = ex->retry_at_ms > o2l_mono_ms() || ex->halting;
     pthread_mutex_unlock(&ex->mu);
     if (hold) {
         requeue_front(ex, slots + n / 2, n - n / 2);
@@ -1069,6 +1081,11 @@ static void send_http(struct o2l_exporter *ex, uint64_t seq, struct slot *slots,
     CURLcode cc = CURLE_OUT_OF_MEMORY;
 
     memset(&r, 0, sizeof(r));
+    if (!may_send(ex)) {
+        /* The halves of a split wait in the queue for the owner. */
+        put_back(ex, slots, n, 0);
+        return;
+    }
     if (ex->ops->build_body(slots, n, &body, &body_len) == O2L_OK) {
         if (n > 1 && ex->ops->body_max_bytes > 0 &&
             body_len > ex->ops->body_max_bytes) {
@@ -1275,6 +1292,14 @@ static void *worker_main(void *arg)
         if (ex->stopping && (ex->q.len == 0 || now >= deadline)) {
             break;
         }
+        /*
+         * The owner keeps what is queued: a stop never waits out a
+         * backoff or a pause for it (they last until the next start).
+         */
+        if (ex->halting || (ex->stopping && ex->cfg.leave_queued_on_stop &&
+                            ex->retry_at_ms > now)) {
+            break;
+        }
         if (!batch_ready(ex, now, &wake)) {
             if (ex->stopping && (wake == 0 || wake > deadline)) {
                 wake = deadline;
@@ -1449,15 +1474,19 @@ int o2l_exporter_submit_wait(struct o2l_exporter *ex,
     return rc;
 }
 
-int o2l_exporter_stop(struct o2l_exporter *ex)
+/* Both stops: |halt| sends no request that has not begun. */
+static int stop(struct o2l_exporter *ex, bool halt)
 {
     int rc = O2L_OK;
 
     pthread_mutex_lock(&ex->mu);
+    if (halt) {
+        ex->halting = 1;
+    }
     if (!ex->stopping) {
         ex->stopping = 1;
         /* One last try now, even inside a backoff or Retry-After wait. */
-        if (!ex->cfg.leave_queued_on_stop) {
+        if (!ex->cfg.leave_queued_on_stop && !halt) {
             ex->retry_at_ms = 0;
         }
         atomic_store(&ex->abort_at_ms,
@@ -1495,6 +1524,16 @@ int o2l_exporter_stop(struct o2l_exporter *ex)
                  (unsigned long long)ex->st.events_left,
                  (unsigned long long)ex->st.events_dropped);
     return rc;
+}
+
+int o2l_exporter_stop(struct o2l_exporter *ex)
+{
+    return stop(ex, false);
+}
+
+int o2l_exporter_stop_now(struct o2l_exporter *ex)
+{
+    return stop(ex, true);
 }
 
 void o2l_exporter_stats(struct o2l_exporter *ex, struct o2l_exporter_stats *out)

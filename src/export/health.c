@@ -127,7 +127,7 @@ out:
 
 int o2l_langfuse_version(const char *base_url, const char *public_key,
                          const char *secret_key, uint32_t timeout_ms,
-                         char *version, size_t len)
+                         char *version, size_t len, int *status_out)
 {
     struct body *b = NULL;
     char *url = NULL;
@@ -136,6 +136,9 @@ int o2l_langfuse_version(const char *base_url, const char *public_key,
 
     if (len > 0) {
         version[0] = '\0';
+    }
+    if (status_out) {
+        *status_out = 0;
     }
     if (!base_url || !base_url[0] || len == 0) {
         return O2L_EINVAL;
@@ -153,11 +156,19 @@ int o2l_langfuse_version(const char *base_url, const char *public_key,
     if (rc != O2L_OK) {
         goto out;
     }
-    if (status != 200) {
-        rc = O2L_EHTTP;
-        goto out;
+    if (status_out) {
+        *status_out = status > 0 && status < 1000 ? (int)status : 0;
     }
-    rc = read_version(b, version, len);
+    if (status == 404) {
+        /* A server from before the health route. */
+        rc = O2L_EHTTP;
+    } else if (status >= 200 && status < 300) {
+        rc = read_version(b, version, len);
+    } else {
+        /* Busy, failing or in the way (5xx, 429, a proxy's answer): it
+         * did not say, and may say later. */
+        rc = O2L_EIO;
+    }
 
 out:
     o2l_free(b);

@@ -441,3 +441,161 @@ describe('dead-letter replay', { skip }, () => {
         }
     });
 });
+
+/** The time (ms since the epoch) of the first log line matching |re|, or null. */
+function loggedAt(daemon, re) {
+    for (const line of daemon.log().split('\n')) {
+        if (re.test(line)) {
+            const t = Date.parse(line.split(' ')[0]);
+            return Number.isNaN(t) ? null : t;
+        }
+    }
+    return null;
+}
+
+function spanIdsOver(fake) {
+    return new Set(fake.spans().map((s) => s.spanId));
+}
+
+describe('choosing and leaving an output', { skip }, () => {
+    test('a 503 from the health route is asked again, not taken for an old server', { timeout: 60000 }, async () => {
+        const fake = await startFakeLangfuse({ version: '4.1.0' });
+        fake.setFault({ type: 'status', status: 503, count: 2, route: 'health' });
+        const daemon = await startDaemon({ langfuseUrl: fake.url, name: 'health-503', env: { ...FAST, O2L_OUTPUT: 'auto' } });
+        try {
+            const ids = await sendSpans(daemon, { requests: 1, spans: 2 });
+            await waitFor(() => ids.every((id) => spanIdsOver(fake).has(id)), {
+                timeoutMs: 30000,
+                what: 'the spans over OTLP',
+                describe: () => `health: ${JSON.stringify(fake.healthChecks().map((h) => h.status))}\nlog:\n${daemon.logTail(20)}`,
+            });
+            assert.deepEqual(fake.healthChecks().map((h) => h.status).slice(0, 3), [503, 503, 200]);
+            assert.equal(fake.events().length, 0, 'nothing went to the ingestion API');
+            const log = daemon.log();
+            assert.match(log, /Langfuse reports version 4\.1\.0: output otlp/);
+            // Said once for the one cause, not per attempt.
+            assert.equal((log.match(/cannot ask Langfuse its version \(its health route answered status 503\)/g) || []).length, 1);
+            assert.doesNotMatch(log, /output ingestion|switching output/);
+        } finally {
+            await daemon.stop();
+            await fake.close();
+        }
+    });
+
+    test('a 404 from the health route means a server before v4', { timeout: 60000 }, async () => {
+        const fake = await startFakeLangfuse({ version: '3.150.0' });
+        fake.setFault({ type: 'status', status: 404, count: 1, route: 'health' });
+        const daemon = await startDaemon({ langfuseUrl: fake.url, name: 'health-404', env: { ...FAST, O2L_OUTPUT: 'auto' } });
+        try {
+            const ids = await sendSpans(daemon, { requests: 1, spans: 2 });
+            await settle(daemon, fake, ids);
+            assert.equal(fake.healthChecks().length, 1, 'asked once');
+            assert.match(daemon.log(), /no health route \(status 404\)[^\n]*output ingestion/);
+        } finally {
+            await daemon.stop();
+            await fake.close();
+        }
+    });
+
+    test('switching output does not wait out the old route\'s pause', { timeout: 60000 }, async () => {
+        // Says 3.x, behaves like v4: the refusal pauses the ingestion route
+        // for a minute, and the shutdown timeout is the default 10 s.
+        const fake = await startFakeLangfuse({ version: '3.150.0', mode: 'v4' });
+        const daemon = await startDaemon({
+            langfuseUrl: fake.url,
+            name: 'switch-fast',
+            env: { ...FAST, O2L_OUTPUT: 'auto', O2L_AUTH_RETRY_MS: '60000', O2L_SHUTDOWN_TIMEOUT_MS: '10000' },
+        });
+        try {
+            const ids = await sendSpans(daemon, { requests: 2, spans: 2 });
+            await waitFor(() => ids.every((id) => spanIdsOver(fake).has(id)), {
+                timeoutMs: 30000,
+                what: 'the spans over OTLP after the switch',
+                describe: () => `log:\n${daemon.logTail(30)}`,
+            });
+            const switched = loggedAt(daemon, /switching output ingestion -> otlp/);
+            const started = loggedAt(daemon, /started sink=otlp/);
+            assert.ok(switched && started, `both lines logged:\n${daemon.logTail(30)}`);
+            assert.ok(started - switched < 3000, `the new output started ${started - switched} ms after the switch`);
+            // The old route got nothing after its refusal.
+            const ingestion = fake.requests().filter((r) => r.route === 'ingestion');
+            assert.equal(ingestion.length, 1, JSON.stringify(ingestion.map((r) => [r.status, r.events])));
+            assert.match(daemon.log(), /left_for_next_start=\d+ dropped=0/);
+        } finally {
+            await daemon.stop();
+            await fake.close();
+        }
+    });
+
+    test('SIGTERM in a long backoff does not wait for the shutdown timeout', { timeout: 90000 }, async () => {
+        const fake = await startFakeLangfuse();
+        const spoolDir = path.join(workDir('stop-backoff'), 'spool');
+        const env = { ...FAST, O2L_OUTPUT: 'ingestion', O2L_RETRY_INITIAL_MS: '30000', O2L_RETRY_MAX_MS: '30000', O2L_SHUTDOWN_TIMEOUT_MS: '10000' };
+        const first = await startDaemon({ langfuseUrl: fake.url, name: 'stop-backoff', spoolDir, env });
+        let second = null;
+        try {
+            fake.setFault({ type: 'status', status: 503, count: 100000 });
+            const ids = await sendSpans(first, { requests: 1, spans: 3 });
+            await waitFor(() => fake.requests().some((r) => r.status === 503), { timeoutMs: 15000, what: 'a 503' });
+            await waitFor(() => /retry in \d+ms/.test(first.log()), { timeoutMs: 5000, what: 'the backoff to begin' });
+            const t0 = Date.now();
+            await first.stop();
+            const took = Date.now() - t0;
+            assert.ok(took < 5000, `the stop took ${took} ms`);
+            assert.match(first.log(), /left_for_next_start=[1-9]\d* dropped=0/);
+
+            // Still in the spool: the next start delivers it.
+            fake.setFault(null);
+            second = await startDaemon({ langfuseUrl: fake.url, name: 'stop-backoff-2', spoolDir, env });
+            await settle(second, fake, ids);
+        } finally {
+            if (second) await second.stop().catch(() => {});
+            await first.stop().catch(() => {});
+            await fake.close();
+        }
+    });
+
+    test('OTLP: a 1.6 MB output.value is trimmed to fit, not dead-lettered', { timeout: 60000 }, async () => {
+        const fake = await startFakeLangfuse({ version: '4.1.0' });
+        const dir = workDir('otlp-big-output');
+        const deadLetters = path.join(dir, 'dead.jsonl');
+        const daemon = await startDaemon({
+            langfuseUrl: fake.url,
+            name: 'otlp-big-output',
+            spoolDir: path.join(dir, 'spool'),
+            env: { ...FAST, O2L_OUTPUT: 'otlp', O2L_DEAD_LETTER_FILE: deadLetters },
+        });
+        try {
+            const group = nextGroup++;
+            const traceId = `b0${hex(group, 6)}${'0'.repeat(23)}1`;
+            const rootId = `${hex(group, 6)}00000000b1`;
+            const childId = `${hex(group, 6)}00000000b2`;
+            const big = 'o'.repeat(1600000);
+            const root = span(traceId, rootId, {
+                attributes: [
+                    { key: 'input.value', value: { stringValue: 'question' } },
+                    { key: 'output.value', value: { stringValue: big } },
+                ],
+            });
+            const child = span(traceId, childId, { parentSpanId: rootId });
+            const res = await postTraces(daemon, exportOf([root, child]));
+            assert.equal(res.status, 200, res.text);
+            await waitFor(() => spanIdsOver(fake).has(rootId) && spanIdsOver(fake).has(childId), {
+                timeoutMs: 30000,
+                what: 'both spans over OTLP',
+                describe: () => `requests: ${JSON.stringify(fake.requests().map((r) => [r.route, r.status]))}\nlog:\n${daemon.logTail(20)}`,
+            });
+            const got = fake.spans().find((s) => s.spanId === rootId);
+            const marker = /^\[otel2langfuse: .* of 1600000 bytes removed: event over the 1000000-byte limit\]$/;
+            assert.match(got.attributes['output.value'], marker);
+            assert.match(got.attributes['langfuse.observation.output'], marker);
+            assert.match(got.attributes['langfuse.trace.output'], marker);
+            assert.equal(got.attributes['langfuse.observation.input'], 'question');
+            assert.ok(!fake.requests().some((r) => r.status === 413), 'nothing was refused as too large');
+            assert.deepEqual(fs.existsSync(deadLetters) ? readJsonLines(deadLetters) : [], []);
+        } finally {
+            await daemon.stop();
+            await fake.close();
+        }
+    });
+});

@@ -208,13 +208,15 @@ describe('spool bounds', { skip: !haveBin && 'O2L_BIN is not set' }, () => {
             assert.equal(huge.status, 413);
             assert.match(JSON.parse(huge.body.toString()).message, /larger than the whole spool/);
 
-            const body = JSON.stringify(exportOf([span('00000000000000d1'), span('00000000000000d2')]));
-            const first = await post(`${daemon.url}/v1/traces`, body, JSON_CT);
+            // New span ids each time: copies of one span would replace
+            // each other in the assemble stage instead of filling the spool.
+            const body = (i) => JSON.stringify(exportOf([span((0xd100 + 2 * i).toString(16).padStart(16, '0')), span((0xd101 + 2 * i).toString(16).padStart(16, '0'))]));
+            const first = await post(`${daemon.url}/v1/traces`, body(0), JSON_CT);
             assert.equal(first.status, 200);
             // Langfuse answers 503, so nothing leaves and the spool fills.
             let refused = null;
-            for (let i = 0; i < 100 && !refused; i += 1) {
-                const res = await post(`${daemon.url}/v1/traces`, body, JSON_CT);
+            for (let i = 1; i < 100 && !refused; i += 1) {
+                const res = await post(`${daemon.url}/v1/traces`, body(i), JSON_CT);
                 if (res.status !== 200) refused = res;
             }
             assert.ok(refused, 'a request is refused once the spool is full');

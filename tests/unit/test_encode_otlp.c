@@ -1012,16 +1012,122 @@ static void test_encode_otlp_size_guard(void **state)
     o2l_free(attrs);
     o2l_free(big);
 
-    /* Too big through an original attribute: sent as it is. */
+    /* Too big through an original attribute: it gives way too. */
     big = long_attr("blob", "", 'b', 6000, "");
     doc = one_span_doc(big, &len);
     run_start_cfg(&r, doc, len, &small);
-    assert_true(r.items.items[0].len > 5000);
-    assert_int_equal(attr(item_span(&r, 0), "blob")->value_case,
-                     ANY(STRING_VALUE));
+    assert_true(r.items.items[0].len <= 5000);
+    snprintf(expect, sizeof(expect), O2L_TRIM_MARKER_FMT, "blob", (size_t)6000,
+             (size_t)5000);
+    assert_string_equal(str_attr(item_span(&r, 0), "blob"), expect);
     run_end(&r);
     o2l_free(doc);
     o2l_free(big);
+}
+
+/* Strings of |n| copies of |c| in a marker's words: the marker text. */
+static void marker_of(char *out, size_t cap, const char *what, size_t n,
+                      size_t limit)
+{
+    snprintf(out, cap, O2L_TRIM_MARKER_FMT, what, n, limit);
+}
+
+/*
+ * A root span whose output.value is 1.6 MB carries it three times (the
+ * original, the observation output, the trace output): every copy gives
+ * way, so the item fits Langfuse's limit instead of being refused.
+ */
+static void test_encode_otlp_size_guard_originals(void **state)
+{
+    struct o2l_otlp_out_config tight = {true, 8000, NULL};
+    struct o2l_otlp_out_config small = {true, 5000, NULL};
+    char expect[256];
+    char *attrs;
+    char *big;
+    char *big2;
+    char *doc;
+    size_t len;
+    const pb_span *s;
+    const pb_any *v;
+    struct run r;
+
+    (void)state;
+    big = long_attr("output.value", "", 'o', 1600000, "");
+    attrs = o2l_malloc(strlen(big) + 128);
+    assert_non_null(attrs);
+    sprintf(attrs, "%s,%s", big, STR_ATTR("input.value", "hi"));
+    doc = one_span_doc(attrs, &len);
+    run_start(&r, doc, len, true);
+    assert_int_equal(r.items.len, 1);
+    assert_true(r.items.items[0].len <= O2L_EVENT_MAX_BYTES);
+    s = item_span(&r, 0);
+    marker_of(expect, sizeof(expect), "output.value", 1600000,
+              O2L_EVENT_MAX_BYTES);
+    assert_string_equal(str_attr(s, "output.value"), expect);
+    marker_of(expect, sizeof(expect), "output", 1600000, O2L_EVENT_MAX_BYTES);
+    assert_string_equal(str_attr(s, "langfuse.observation.output"), expect);
+    marker_of(expect, sizeof(expect), "trace output", 1600000,
+              O2L_EVENT_MAX_BYTES);
+    assert_string_equal(str_attr(s, "langfuse.trace.output"), expect);
+    /* What is small stays. */
+    assert_string_equal(str_attr(s, "input.value"), "hi");
+    assert_string_equal(str_attr(s, "langfuse.observation.input"), "hi");
+    run_end(&r);
+    o2l_free(doc);
+
+    /* One replacement is enough: of equal values the forwarded copy goes,
+     * and the mapped output Langfuse shows stays. */
+    o2l_free(big);
+    big = long_attr("output.value", "", 'o', 3000, "");
+    doc = one_span_doc(big, &len);
+    run_start_cfg(&r, doc, len, &tight);
+    assert_true(r.items.items[0].len <= 8000);
+    s = item_span(&r, 0);
+    marker_of(expect, sizeof(expect), "output.value", 3000, 8000);
+    assert_string_equal(str_attr(s, "output.value"), expect);
+    assert_int_equal(strlen(str_attr(s, "langfuse.observation.output")), 3000);
+    assert_int_equal(strlen(str_attr(s, "langfuse.trace.output")), 3000);
+    run_end(&r);
+    o2l_free(doc);
+    o2l_free(big);
+
+    /* Strings inside a kvlist and a span event's attribute give way too;
+     * the largest first, and no more than needed. */
+    big = long_attr("event.blob", "", 'e', 6000, "");
+    big2 = long_attr("inner", "", 'k', 7000, "");
+    o2l_free(attrs);
+    attrs = o2l_malloc(strlen(big) + strlen(big2) + 512);
+    assert_non_null(attrs);
+    sprintf(attrs,
+            "{\"key\":\"app.kv\",\"value\":{\"kvlistValue\":{\"values\":["
+            "%s,%s]}}},%s],\"events\":[{\"name\":\"note\","
+            "\"timeUnixNano\":\"1700000000500000000\",\"attributes\":[%s]}",
+            big2, STR_ATTR("small", "s"), STR_ATTR("keep", "k"), big);
+    doc = one_span_doc(attrs, &len);
+    run_start_cfg(&r, doc, len, &small);
+    s = find_span(&r, ROOT_ID, NULL);
+    for (size_t i = 0; i < r.items.len; i++) {
+        assert_true(r.items.items[i].len <= 5000);
+    }
+    v = attr(s, "app.kv");
+    assert_non_null(v);
+    assert_int_equal(v->value_case, ANY(KVLIST_VALUE));
+    assert_int_equal(v->kvlist_value->n_values, 2);
+    marker_of(expect, sizeof(expect), "app.kv", 7000, 5000);
+    assert_string_equal(v->kvlist_value->values[0]->value->string_value,
+                        expect);
+    assert_string_equal(v->kvlist_value->values[1]->value->string_value, "s");
+    assert_string_equal(str_attr(s, "keep"), "k");
+    assert_int_equal(s->n_events, 1);
+    assert_int_equal(s->events[0]->n_attributes, 1);
+    marker_of(expect, sizeof(expect), "event.blob", 6000, 5000);
+    assert_string_equal(s->events[0]->attributes[0]->value->string_value,
+                        expect);
+    run_end(&r);
+    o2l_free(doc);
+    o2l_free(attrs);
+    o2l_free(big);
+    o2l_free(big2);
 }
 
 /* Encodes |doc| with each allocation failing in turn until it works,
@@ -1149,6 +1255,7 @@ int main(void)
         cmocka_unit_test(test_encode_otlp_trace_public_on_every_span),
         cmocka_unit_test(test_encode_otlp_trace_io_on_the_root_only),
         cmocka_unit_test(test_encode_otlp_size_guard),
+        cmocka_unit_test(test_encode_otlp_size_guard_originals),
         cmocka_unit_test(test_encode_otlp_redacts_forwarded_attributes),
         cmocka_unit_test(test_encode_otlp_survives_allocation_failures),
     };

@@ -705,6 +705,7 @@ struct fake_server {
      */
     char *items[MAX_REQUESTS];
     atomic_int n_requests;
+    unsigned answer_delay_ms; /* between reading a request and answering */
 };
 
 static const char *header_value(const char *head, const char *name, size_t *len)
@@ -916,6 +917,9 @@ static int serve_one(struct fake_server *s, int fd)
                  "{\"successes\":[],\"errors\":[]}";
     }
     atomic_store(&s->n_requests, idx + 1);
+    if (s->answer_delay_ms > 0) {
+        usleep(s->answer_delay_ms * 1000u);
+    }
     return write(fd, answer, strlen(answer)) == (ssize_t)strlen(answer);
 }
 
@@ -1509,6 +1513,187 @@ static void test_exporter_leave_queued_on_stop(void **state)
     settle_log_free(&sl);
 }
 
+/*
+ * A stop does not wait out a backoff for events the owner keeps: with a
+ * minute to wait before the next try it returns at once.
+ */
+static void test_exporter_stop_does_not_wait_out_a_backoff(void **state)
+{
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    uint64_t t0;
+    uint64_t took;
+    char url[64];
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    s.fallback = "HTTP/1.1 503 Service Unavailable\r\n"
+                 "Retry-After: 60\r\nContent-Length: 0\r\n\r\n";
+    server_start(&s);
+    http_config(&s, url, sizeof(url), &cfg);
+    cfg.leave_queued_on_stop = true;
+    cfg.retry_initial_ms = 60000;
+    cfg.retry_max_ms = 60000;
+    cfg.shutdown_timeout_ms = 5000;
+    ex = start_exporter(&cfg);
+
+    add_event(&l, "b1");
+    add_event(&l, "b2");
+    add_event(&l, "b3");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_requests(&s, 1);
+    /* Let the answer be read and the backoff begin. */
+    usleep(100000);
+    t0 = o2l_mono_ms();
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    took = o2l_mono_ms() - t0;
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_true(took < 1000);
+    assert_int_equal(atomic_load(&s.n_requests), 1);
+    assert_int_equal(st.events_left, 3);
+    assert_int_equal(st.events_dropped, 0);
+    assert_int_equal(st.events_delivered, 0);
+    server_free(&s);
+}
+
+/* A plain stop still sends what is queued while Langfuse takes it. */
+static void test_exporter_stop_flushes_while_answered(void **state)
+{
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    char url[64];
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    server_start(&s);
+    http_config(&s, url, sizeof(url), &cfg);
+    cfg.leave_queued_on_stop = true;
+    cfg.flush_interval_ms = 60000;
+    cfg.batch_max_events = 2;
+    ex = start_exporter(&cfg);
+
+    add_event(&l, "f1");
+    add_event(&l, "f2");
+    add_event(&l, "f3");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_int_equal(atomic_load(&s.n_requests), 2);
+    assert_int_equal(st.events_delivered, 3);
+    assert_int_equal(st.events_left, 0);
+    server_free(&s);
+}
+
+/* stop_now() leaves a route: nothing queued is sent any more. */
+static void test_exporter_stop_now_sends_nothing_new(void **state)
+{
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    uint64_t t0;
+    uint64_t took;
+    char url[64];
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    server_start(&s);
+    http_config(&s, url, sizeof(url), &cfg);
+    cfg.leave_queued_on_stop = true;
+    cfg.flush_interval_ms = 60000;
+    ex = start_exporter(&cfg);
+
+    add_event(&l, "n1");
+    add_event(&l, "n2");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    t0 = o2l_mono_ms();
+    assert_int_equal(o2l_exporter_stop_now(ex), O2L_OK);
+    took = o2l_mono_ms() - t0;
+    o2l_exporter_stats(ex, &st);
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_ESTOPPED);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    assert_true(took < 1000);
+    assert_int_equal(atomic_load(&s.n_requests), 0);
+    assert_int_equal(st.events_left, 2);
+    assert_int_equal(st.events_dropped, 0);
+    server_free(&s);
+}
+
+/*
+ * stop_now() during a request: that request is answered and settled, and
+ * no other begins, not even the halves of a batch the answer splits.
+ */
+static void stop_now_in_flight(const char *answer, size_t batch_max,
+                               uint64_t delivered, uint64_t left)
+{
+    struct o2l_exporter_config cfg;
+    struct fake_server s;
+    struct o2l_event_list l = {0};
+    struct o2l_exporter_stats st;
+    struct o2l_exporter *ex;
+    uint64_t t0;
+    uint64_t took;
+    char url[64];
+
+    memset(&s, 0, sizeof(s));
+    s.fallback = answer;
+    s.answer_delay_ms = 400;
+    server_start(&s);
+    http_config(&s, url, sizeof(url), &cfg);
+    cfg.leave_queued_on_stop = true;
+    cfg.batch_max_events = batch_max;
+    cfg.shutdown_timeout_ms = 5000;
+    ex = start_exporter(&cfg);
+
+    add_event(&l, "i1");
+    add_event(&l, "i2");
+    add_event(&l, "i3");
+    assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
+    wait_requests(&s, 1);
+    assert_int_equal(atomic_load(&s.n_requests), 1);
+    t0 = o2l_mono_ms();
+    assert_int_equal(o2l_exporter_stop_now(ex), O2L_OK);
+    took = o2l_mono_ms() - t0;
+    o2l_exporter_stats(ex, &st);
+    o2l_exporter_destroy(ex);
+    server_stop(&s);
+
+    /* It waited for the answer, not for the shutdown timeout. */
+    assert_true(took >= 200);
+    assert_true(took < 3000);
+    assert_int_equal(atomic_load(&s.n_requests), 1);
+    assert_int_equal(st.events_delivered, delivered);
+    assert_int_equal(st.events_left, left);
+    assert_int_equal(st.events_dropped, 0);
+    server_free(&s);
+}
+
+static void test_exporter_stop_now_lets_the_request_in_flight_end(void **state)
+{
+    (void)state;
+    /* An empty 207: the one event of the batch is delivered. */
+    stop_now_in_flight(NULL, 1, 1, 2);
+    /* A 413 would split the batch: the halves stay queued. */
+    stop_now_in_flight("HTTP/1.1 413 Payload Too Large\r\n"
+                       "Content-Length: 0\r\n\r\n",
+                       500, 0, 3);
+}
+
 /* A few 503s, then delivery, with the given backoff growth. */
 static void deliver_after_503s(double multiplier)
 {
@@ -2066,6 +2251,10 @@ int main(void)
         cmocka_unit_test(test_exporter_max_age_expires_without_sending),
         cmocka_unit_test(test_exporter_whole_request_refusal_is_split),
         cmocka_unit_test(test_exporter_leave_queued_on_stop),
+        cmocka_unit_test(test_exporter_stop_does_not_wait_out_a_backoff),
+        cmocka_unit_test(test_exporter_stop_flushes_while_answered),
+        cmocka_unit_test(test_exporter_stop_now_sends_nothing_new),
+        cmocka_unit_test(test_exporter_stop_now_lets_the_request_in_flight_end),
         cmocka_unit_test(test_exporter_retry_multiplier),
         cmocka_unit_test(test_exporter_stop_gives_up_after_timeout),
         cmocka_unit_test(test_exporter_refused_type_is_kept_and_pauses),

@@ -119,14 +119,22 @@ static void server_stop(struct health_server *s)
     close(s->listen_fd);
 }
 
-/* Asks |s| for its version (base URL with a trailing slash). */
-static int ask(struct health_server *s, const char *pk, const char *sk,
-               uint32_t timeout_ms, char *version, size_t len)
+/* Asks |s| for its version (base URL with a trailing slash); the
+ * answer's status in *status when not NULL. */
+static int ask_status(struct health_server *s, const char *pk, const char *sk,
+                      uint32_t timeout_ms, char *version, size_t len,
+                      int *status)
 {
     char url[64];
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/", s->port);
-    return o2l_langfuse_version(url, pk, sk, timeout_ms, version, len);
+    return o2l_langfuse_version(url, pk, sk, timeout_ms, version, len, status);
+}
+
+static int ask(struct health_server *s, const char *pk, const char *sk,
+               uint32_t timeout_ms, char *version, size_t len)
+{
+    return ask_status(s, pk, sk, timeout_ms, version, len, NULL);
 }
 
 #define OK_HEAD "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -185,18 +193,59 @@ static void test_health_cuts_version_to_fit(void **state)
     assert_string_equal(version, "4.2");
 }
 
-static void test_health_server_error_is_ehttp(void **state)
+/*
+ * A server that is failing or busy, or a proxy in front of it, did not say:
+ * the caller asks again later, it does not take it for an old server.
+ */
+static void test_health_passing_errors_are_eio(void **state)
+{
+    static const struct {
+        const char *answer;
+        int status;
+    } cases[] = {
+        {"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 34\r\n\r\n"
+         "{\"status\":\"OK\",\"version\":\"4.2.1\"}\n",
+         500},
+        {"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n", 502},
+        {"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
+         "Content-Length: 0\r\n\r\n",
+         503},
+        {"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n", 429},
+        {"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n", 408},
+    };
+    struct health_server s;
+    char version[32];
+    int status;
+
+    (void)state;
+    for (size_t i = 0; i < O2L_ARRAY_LEN(cases); i++) {
+        strcpy(version, "stale");
+        status = -1;
+        server_start(&s, cases[i].answer);
+        assert_int_equal(
+            ask_status(&s, "pk", "sk", 5000, version, sizeof(version), &status),
+            O2L_EIO);
+        server_stop(&s);
+        assert_int_equal(status, cases[i].status);
+        assert_string_equal(version, "");
+    }
+}
+
+/* Only a missing route says the server is older than the route. */
+static void test_health_not_found_is_ehttp(void **state)
 {
     struct health_server s;
     char version[32] = "stale";
+    int status = -1;
 
     (void)state;
-    server_start(&s, "HTTP/1.1 500 Internal Server Error\r\n"
-                     "Content-Length: 34\r\n\r\n"
-                     "{\"status\":\"OK\",\"version\":\"4.2.1\"}\n");
-    assert_int_equal(ask(&s, "pk", "sk", 5000, version, sizeof(version)),
-                     O2L_EHTTP);
+    server_start(&s, "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\n"
+                     "Not Found");
+    assert_int_equal(
+        ask_status(&s, "pk", "sk", 5000, version, sizeof(version), &status),
+        O2L_EHTTP);
     server_stop(&s);
+    assert_int_equal(status, 404);
     assert_string_equal(version, "");
 }
 
@@ -208,6 +257,10 @@ static void test_health_garbage_is_eparse(void **state)
         OK_HEAD "Content-Length: 13\r\n\r\n{\"version\":4}",
         OK_HEAD "Content-Length: 14\r\n\r\n{\"version\":\"\"}",
         OK_HEAD "Content-Length: 0\r\n\r\n",
+        /* Any 2xx is an answer; without a version it says nothing more. */
+        "HTTP/1.1 204 No Content\r\n\r\n",
+        "HTTP/1.1 201 Created\r\nContent-Length: 15\r\n\r\n"
+        "<html></html>\r\n",
     };
     struct health_server s;
     char version[32];
@@ -225,13 +278,16 @@ static void test_health_closed_port_is_eio(void **state)
 {
     struct health_server s;
     char version[32];
+    int status = -1;
 
     (void)state;
     /* Bound and closed without listening: nothing answers there now. */
     server_start(&s, NULL);
     server_stop(&s);
-    assert_int_equal(ask(&s, "pk", "sk", 5000, version, sizeof(version)),
-                     O2L_EIO);
+    assert_int_equal(
+        ask_status(&s, "pk", "sk", 5000, version, sizeof(version), &status),
+        O2L_EIO);
+    assert_int_equal(status, 0);
 }
 
 static void test_health_silent_server_is_eio(void **state)
@@ -251,13 +307,13 @@ static void test_health_bad_arguments(void **state)
     char version[8] = "x";
 
     (void)state;
-    assert_int_equal(
-        o2l_langfuse_version(NULL, NULL, NULL, 100, version, sizeof(version)),
-        O2L_EINVAL);
+    assert_int_equal(o2l_langfuse_version(NULL, NULL, NULL, 100, version,
+                                          sizeof(version), NULL),
+                     O2L_EINVAL);
     assert_string_equal(version, "");
-    assert_int_equal(
-        o2l_langfuse_version("", NULL, NULL, 100, version, sizeof(version)),
-        O2L_EINVAL);
+    assert_int_equal(o2l_langfuse_version("", NULL, NULL, 100, version,
+                                          sizeof(version), NULL),
+                     O2L_EINVAL);
 }
 
 /* ---- o2l_version_major ---------------------------------------------- */
@@ -293,7 +349,8 @@ int main(void)
         cmocka_unit_test(test_health_reads_v4),
         cmocka_unit_test(test_health_reads_v3_without_keys),
         cmocka_unit_test(test_health_cuts_version_to_fit),
-        cmocka_unit_test(test_health_server_error_is_ehttp),
+        cmocka_unit_test(test_health_passing_errors_are_eio),
+        cmocka_unit_test(test_health_not_found_is_ehttp),
         cmocka_unit_test(test_health_garbage_is_eparse),
         cmocka_unit_test(test_health_closed_port_is_eio),
         cmocka_unit_test(test_health_silent_server_is_eio),

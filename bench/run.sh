@@ -20,6 +20,15 @@
 # the spool commits, i.e. the requests sharing one commit. It never fails
 # on figures: it exits non-zero only when it could not run.
 #
+# Every HTTP request carries trace ids no other request has (the daemon's
+# assemble stage collapses copies of a span that meet in its window, so a
+# body sent again and again would come out as one set of events): the
+# fixtures get placeholder trace ids (bench/gen_bodies.mjs), wrk writes a
+# counter into them per request, and the gzip cases take their bodies from
+# a pool of distinct bodies made before the load. h2load cannot vary its
+# body, so the gRPC cases repeat one body and their daemons run with the
+# assemble stage off (O2L_ASSEMBLE_WINDOW_MS=0, see --grpc-window-ms).
+#
 # Usage: bench/run.sh [options]
 #   --duration S      seconds of load per case (default 15)
 #   --connections N   wrk / h2load connections (default 4)
@@ -61,6 +70,14 @@
 #                     skips it)
 #   --map-only        build and run only the map bench (no load tools,
 #                     sink or daemon)
+#   --pool-rates S,L  requests a second the gzip pools are sized for
+#                     (small-gzip, llm-gzip; default 4000,250): each pool
+#                     holds rate x duration distinct bodies, at most about
+#                     400 MB; requests past its end reuse bodies and are
+#                     reported
+#   --grpc-window-ms N   O2L_ASSEMBLE_WINDOW_MS of the daemons of the gRPC
+#                     cases (default 0: no holding, as their bodies repeat);
+#                     "default" leaves the daemon's own
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -87,6 +104,10 @@ keep=0
 port=18480
 map_seconds=1
 map_only=0
+pool_rate_small=4000
+pool_rate_llm=250
+pool_max_bytes=400000000
+grpc_window=0
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -110,12 +131,15 @@ while [ $# -gt 0 ]; do
     --port) port="$2"; shift 2 ;;
     --map-seconds) map_seconds="$2"; shift 2 ;;
     --map-only) map_only=1; shift ;;
-    -h | --help) sed -n '3,63p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --pool-rates) pool_rate_small="${2%%,*}"; pool_rate_llm="${2#*,}"; shift 2 ;;
+    --grpc-window-ms) grpc_window="$2"; shift 2 ;;
+    -h | --help) sed -n '3,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
 for n in "$duration" "$repeat" "$connections" "$streams" "$batch_max_events" "$queue_max_events" \
-    "$queue_max_bytes" "$spool_max_bytes" "$drain_max" "$port" "$map_seconds"; do
+    "$queue_max_bytes" "$spool_max_bytes" "$drain_max" "$port" "$map_seconds" \
+    "$pool_rate_small" "$pool_rate_llm"; do
     case "$n" in
     '' | *[!0-9]*) echo "run.sh: expected a whole number, got '$n'" >&2; exit 2 ;;
     esac
@@ -125,6 +149,14 @@ if [ "$duration" -lt 1 ] || [ "$duration" -gt 600 ]; then
     exit 2
 fi
 
+if [ "$pool_rate_small" -lt 1 ] || [ "$pool_rate_llm" -lt 1 ]; then
+    echo "run.sh: --pool-rates must be two whole numbers of at least 1" >&2
+    exit 2
+fi
+case "$grpc_window" in
+default) ;;
+'' | *[!0-9]*) echo "run.sh: --grpc-window-ms must be a whole number or default" >&2; exit 2 ;;
+esac
 if [ "$map_seconds" -gt 60 ]; then
     echo "run.sh: --map-seconds must be 0..60" >&2
     exit 2
@@ -296,15 +328,54 @@ if [ "$map_only" = 1 ]; then
 fi
 
 # --- fixtures ---------------------------------------------------------------
-small_pb="$here/data/small_100.pb"
-llm_pb="$here/data/langgraph_openinference_512.pb"
-if [ ! -f "$small_pb" ]; then
-    log "generating $small_pb"
-    node "$here/gen_small.mjs" --spans 100 --out "$small_pb" >&2
+small_src="$here/data/small_100.pb"
+llm_src="$here/data/langgraph_openinference_512.pb"
+if [ ! -f "$small_src" ]; then
+    log "generating $small_src"
+    node "$here/gen_small.mjs" --spans 100 --out "$small_src" >&2
 fi
-[ -f "$llm_pb" ] || { echo "run.sh: $llm_pb is missing" >&2; exit 1; }
+[ -f "$llm_src" ] || { echo "run.sh: $llm_src is missing" >&2; exit 1; }
+
+# Every request must carry trace ids of its own: the daemon holds a trace's
+# spans for assemble.window_ms and collapses copies of a span (same trace
+# id and span id) that meet there, so one body sent again and again would
+# come out as one set of events. gen_bodies.mjs puts a placeholder in
+# every trace id of a fixture (same span ids, same number of traces); wrk
+# (wrk/post_body.lua) writes a per-request counter into the placeholders of
+# the plain bodies, and takes the gzipped bodies from a pool made here with
+# the counters already in (one body per request, as many as the load can
+# use: pool_rate_* requests a second for the duration, at most about
+# pool_max_bytes per pool).
+small_pb="$work/small_100.pb"
+llm_pb="$work/llm_512.pb"
+node "$here/gen_bodies.mjs" --in "$small_src" --out "$small_pb" >"$work/gen.log" 2>&1 &&
+    node "$here/gen_bodies.mjs" --in "$llm_src" --out "$llm_pb" >>"$work/gen.log" 2>&1 ||
+    { cat "$work/gen.log" >&2; echo "run.sh: bench/gen_bodies.mjs failed" >&2; exit 1; }
 gzip -9 -c "$small_pb" >"$work/small_100.pb.gz"
 gzip -9 -c "$llm_pb" >"$work/llm_512.pb.gz"
+
+# pool_size FILE_GZ RATE: bodies for one gzip case
+pool_size() {
+    local gz n cap
+    gz="$(stat -c %s "$1")"
+    n=$(($2 * duration))
+    cap=$((pool_max_bytes / (gz + 4) + 1))
+    [ "$n" -gt "$cap" ] && n=$cap
+    echo "$n"
+}
+# make_pool SRC OUT RATE GZ: the pool of a gzip case, once per run
+make_pool() {
+    local n
+    [ -f "$2" ] && return 0
+    n="$(pool_size "$4" "$3")"
+    log "writing $n distinct gzipped bodies to $(basename "$2") (for ${3} requests/s over ${duration}s)"
+    node "$here/gen_bodies.mjs" --in "$1" --pool "$n" --gzip 9 --out "$2" >>"$work/gen.log" 2>&1 ||
+        { cat "$work/gen.log" >&2; echo "run.sh: bench/gen_bodies.mjs --pool failed" >&2; exit 1; }
+}
+small_pool="$work/small_100.gz.pool"
+llm_pool="$work/llm_512.gz.pool"
+case ",$cases," in *,small-gzip,*) make_pool "$small_pb" "$small_pool" "$pool_rate_small" "$work/small_100.pb.gz" ;; esac
+case ",$cases," in *,llm-gzip,*) make_pool "$llm_pb" "$llm_pool" "$pool_rate_llm" "$work/llm_512.pb.gz" ;; esac
 
 # grpc_frame FLAG IN OUT: IN as one gRPC length-prefixed message: the flag
 # byte (0 plain, 1 compressed with grpc-encoding), the length as 4 bytes
@@ -316,13 +387,18 @@ grpc_frame() {
         $(((n >> 8) & 255)) $((n & 255)))" >"$3"
     cat "$2" >>"$3"
 }
+# h2load sends one file as the body of every request: the gRPC cases repeat
+# the same trace ids (the placeholders as they are), and their daemons run
+# with the assemble stage off (O2L_ASSEMBLE_WINDOW_MS=0) so that the copies
+# are not collapsed; see grpc_window below.
 grpc_frame 0 "$small_pb" "$work/small_100.grpc"
 grpc_frame 1 "$work/small_100.pb.gz" "$work/small_100.gz.grpc"
 grpc_frame 0 "$llm_pb" "$work/llm_512.grpc"
 grpc_frame 1 "$work/llm_512.pb.gz" "$work/llm_512.gz.grpc"
 
 # The number of events one request becomes, counted on `convert` output
-# with the marker the sink counts.
+# with the marker the sink counts (one per span, one trace-create per
+# trace; the placeholders keep the number of traces).
 events_of() {
     local n
     n="$("$bin" convert "$1" 2>"$work/convert.err" | grep -o -- '-create","timestamp":"' | wc -l)" || true
@@ -452,8 +528,11 @@ metric() {
 }
 
 # run_case NAME FILE ENCODING SPANS EVENTS PROTO (http or grpc) SYNC (on or off)
+#          [MODE]: MODE is post_body.lua's (pb: the counter written into the
+#          placeholders per request, pool: FILE is a pool of distinct bodies)
 run_case() {
     local name="$1" file="$2" enc="$3" spans="$4" events="$5" proto="$6" sync="$7"
+    local mode="${8:-pb}" window_env=() window=default
     local body_bytes dlog wlog s0 s1 s2 t0 t1 c0 c1 c2 k0 k1 wrkline inflight
     local label="$name" sync_env=true spool m0 m1 m2
     if [ "$sync" = off ]; then
@@ -461,12 +540,23 @@ run_case() {
         sync_env=false
     fi
     body_bytes="$(stat -c %s "$file")"
+    if [ "$mode" = pool ]; then # the first body of the pool, without its length
+        body_bytes="$(od -An -tu1 -N4 "$file" | awk '{ print (($1 * 256 + $2) * 256 + $3) * 256 + $4 }')"
+    fi
+    if [ "$proto" = grpc ] && [ "$grpc_window" != default ]; then
+        window_env=(O2L_ASSEMBLE_WINDOW_MS="$grpc_window")
+        window="$grpc_window"
+    fi
+    local e # --env comes last on the daemon's command line, so it wins
+    for e in ${extra_env[@]+"${extra_env[@]}"}; do
+        case "$e" in O2L_ASSEMBLE_WINDOW_MS=*) window="${e#*=}" ;; esac
+    done
     dlog="$work/daemon-$label-$run_index.log"
     wlog="$work/load-$label-$run_index.log"
     spool="$work/spool-$label-$run_index"
     rm -rf "$spool"
 
-    log "case $label (run $run_index of $repeat): $spans spans/request, $events events/request, body $body_bytes bytes${enc:+ ($enc)}, $proto, spool sync $sync"
+    log "case $label (run $run_index of $repeat): $spans spans/request, $events events/request, body $body_bytes bytes${enc:+ ($enc)}, $proto, spool sync $sync, assemble window $window"
     # the gRPC listener always on the loopback (its default is 0.0.0.0:4317),
     # the admin listener too (its default is 127.0.0.1:13133)
     env -i PATH="$PATH" \
@@ -479,7 +569,8 @@ run_case() {
         O2L_SPOOL_MAX_BYTES="$spool_max_bytes" \
         O2L_QUEUE_MAX_EVENTS="$queue_max_events" \
         O2L_QUEUE_MAX_BYTES="$queue_max_bytes" \
-        O2L_BATCH_MAX_EVENTS="$batch_max_events" ${extra_env[@]+"${extra_env[@]}"} \
+        O2L_BATCH_MAX_EVENTS="$batch_max_events" ${window_env[@]+"${window_env[@]}"} \
+        ${extra_env[@]+"${extra_env[@]}"} \
         taskset -c 0 "$bin" serve >"$dlog" 2>&1 &
     daemon_pid=$!
     # all listeners are bound before the event loop runs, so an answer on
@@ -525,7 +616,7 @@ run_case() {
         inflight=$connections
         timeout $((duration + 30)) taskset -c 1 wrk -t1 -c"$connections" \
             -d"${duration}s" --timeout 10s -s "$here/wrk/post_body.lua" \
-            "http://127.0.0.1:$daemon_port" -- "$file" "$enc" >"$wlog" 2>&1 &
+            "http://127.0.0.1:$daemon_port" -- "$file" "$enc" "$mode" >"$wlog" 2>&1 &
     fi
     wrk_pid=$!
     wait "$wrk_pid" || true
@@ -594,8 +685,10 @@ run_case() {
     local logged_refusals
     logged_refusals="$(grep -c 'answered UNAVAILABLE\|answered 503' "$dlog" || true)"
 
-    local wdur n200 n503 nother lat50 lat99 nreq
+    local wdur n200 n503 nother lat50 lat99 nreq reused
     wdur="$(json_num duration_us "$wrkline")"
+    reused="$(json_num reused "$wrkline")" || reused=0 # h2load: none
+    [ -n "$reused" ] || reused=0
     nreq="$(json_num requests "$wrkline")"
     n200="$(json_num status_200 "$wrkline")"
     n503="$(json_num status_503 "$wrkline")"
@@ -635,7 +728,8 @@ run_case() {
         -v inflight="$inflight" -v proto="$proto" -v logged="$logged_refusals" \
         -v sync="$sync" -v base="$name" -v acc0="$acc0" -v acc1="$acc1" \
         -v acc2="$acc2" -v com0="$com0" -v com1="$com1" -v com2="$com2" \
-        -v refused="$refused" -v held="$held" -v spool_kb="$spool_kb" -v wfail="$wfail" '
+        -v refused="$refused" -v held="$held" -v spool_kb="$spool_kb" -v wfail="$wfail" \
+        -v reused="$reused" -v window="$window" '
     BEGIN {
         secs = wdur / 1e6
         acked = n200 * spans / secs
@@ -670,8 +764,8 @@ run_case() {
             delivered, expected, mb_in, mb_out, cpu, scpu, hwm / 1024,
             lat99 / 1000, lat50 / 1000, e2e_secs, drc, idle, steal, per_cpu,
             rps, inflight, proto, logged
-        printf " %s %s %d %d %d %d %d %d %d %d\n", sync, base, acc_load, com_load,
-            acc2, com2, refused, held, spool_kb, wfail
+        printf " %s %s %d %d %d %d %d %d %d %d %d %s\n", sync, base, acc_load, com_load,
+            acc2, com2, refused, held, spool_kb, wfail, reused, window
     }' >>"$results"
 }
 
@@ -687,9 +781,9 @@ for r in $(seq 1 "$repeat"); do
         for m in "${modes[@]}"; do
             case "$c" in
             small) run_case small "$small_pb" "" "$small_spans" "$small_events" http "$m" ;;
-            small-gzip) run_case small-gzip "$work/small_100.pb.gz" gzip "$small_spans" "$small_events" http "$m" ;;
+            small-gzip) run_case small-gzip "$small_pool" gzip "$small_spans" "$small_events" http "$m" pool ;;
             llm) run_case llm "$llm_pb" "" "$llm_spans" "$llm_events" http "$m" ;;
-            llm-gzip) run_case llm-gzip "$work/llm_512.pb.gz" gzip "$llm_spans" "$llm_events" http "$m" ;;
+            llm-gzip) run_case llm-gzip "$llm_pool" gzip "$llm_spans" "$llm_events" http "$m" pool ;;
             grpc-small) run_case grpc-small "$work/small_100.grpc" "" "$small_spans" "$small_events" grpc "$m" ;;
             grpc-small-gzip) run_case grpc-small-gzip "$work/small_100.gz.grpc" gzip "$small_spans" "$small_events" grpc "$m" ;;
             grpc-llm) run_case grpc-llm "$work/llm_512.grpc" "" "$llm_spans" "$llm_events" grpc "$m" ;;
@@ -705,6 +799,14 @@ echo "otel2langfuse OTLP benchmark - $(git -C "$repo" describe --always --dirty 
 echo "daemon pinned to core 0 (taskset -c 0); the load (HTTP: wrk -t1 -c$connections, gRPC: h2load -t1 -c$connections -m$streams)"
 echo "and the sink on core 1; ${duration}s of load per case"
 echo "daemon: O2L_BATCH_MAX_EVENTS=$batch_max_events O2L_QUEUE_MAX_EVENTS=$queue_max_events O2L_QUEUE_MAX_BYTES=$queue_max_bytes ${extra_env[*]+${extra_env[*]}}"
+env_window=""
+for e in ${extra_env[@]+"${extra_env[@]}"}; do
+    case "$e" in O2L_ASSEMBLE_WINDOW_MS=*) env_window="${e#*=}" ;; esac
+done
+echo "trace ids: HTTP (wrk) a counter per request in every trace id (gzip cases: a pool of distinct bodies),"
+echo "  daemon with $(if [ -n "$env_window" ]; then echo "O2L_ASSEMBLE_WINDOW_MS=$env_window (--env)"; else echo "its default assemble window"; fi);" \
+    "gRPC (h2load) the same body in every request, daemon with"
+echo "  $(if [ -n "$env_window" ]; then echo "O2L_ASSEMBLE_WINDOW_MS=$env_window (--env)"; elif [ "$grpc_window" = default ]; then echo "its default assemble window (copies of a span collapse: events lost to the count)"; else echo "O2L_ASSEMBLE_WINDOW_MS=$grpc_window (no holding, so the copies are not collapsed)"; fi)"
 echo "spool: O2L_SPOOL_SYNC=$(case "$spool_sync" in on) echo true ;; off) echo false ;; *) echo "true, then false (\" nosync\")" ;; esac)" \
     "O2L_SPOOL_MAX_BYTES=$spool_max_bytes, a fresh O2L_SPOOL_DIR per run in $work"
 echo "spool filesystem: $disk_fs; $disk_df"
@@ -759,7 +861,7 @@ echo "requests/commit: requests that shared one spool transaction (one fsync whe
 echo "a lower bound, as commits also count the transactions that only delete delivered requests."
 echo "held: requests still in the spool before the stop (0 when all was delivered)."
 echo
-awk '{ n[$1]++; e2e[$1, n[$1]] = $6; if ($15 > rss[$1]) rss[$1] = $15; if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }
+awk '{ n[$1]++; e2e[$1, n[$1]] = $6; win[$1] = $38; if ($15 > rss[$1]) rss[$1] = $15; if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }
 END {
     for (i = 1; i <= k; i++) {
         c = order[i]
@@ -785,8 +887,12 @@ END {
         if (!(h in med) || med[h] == 0) continue
         shown = h
         sub(/-nosync$/, " nosync", shown)
-        printf "gRPC vs HTTP  %-17s e2e %6d vs %6d spans/s (%.2fx)   peak RSS %.1f vs %.1f MB\n",
+        printf "gRPC vs HTTP  %-17s e2e %6d vs %6d spans/s (%.2fx)   peak RSS %.1f vs %.1f MB",
             shown, med[c], med[h], med[c] / med[h], rss[c], rss[h]
+        # not like for like when the assemble windows differ
+        if (win[c] != win[h])
+            printf "   (assemble window %s vs %s: not like for like)", win[c], win[h]
+        printf "\n"
     }
 }' "$results"
 # The cost of the fsync before the answer: for every case run both ways,
@@ -854,6 +960,9 @@ $34 > 0 {
 }
 $36 > 0 {
     printf "note: %s: %d spool transactions failed\n", c, $36
+}
+$37 > 0 {
+    printf "note: %s: %d requests reused a body of the gzip pool (trace ids sent before; raise --pool-rates)\n", c, $37
 }' "$results"
 echo "(the sink may count up to $connections (HTTP) or $((connections * streams)) (gRPC) requests more than the ok answers:"
 echo " those in flight when the load tool stopped)"
@@ -867,6 +976,8 @@ stage_split() {
         n = split("o2l_otlp_decode_pb:decode o2l_otlp_decode_json:decode " \
             "inflate:gunzip o2l_map_export:map o2l_mapped_free:free-model " \
             "o2l_encode_ingestion:encode o2l_exporter_submit:queue " \
+            "o2l_assemble_add:assemble o2l_assemble_release:assemble " \
+            "o2l_assemble_done:assemble o2l_assemble_facts:assemble " \
             "o2l_export_free:free-request worker_main:export-thread " \
             "writer_main:spool-writer o2l_delivery_main:delivery-other " \
             "on_request:receive-other event_base_loop:libevent-io", a, " ")

@@ -548,7 +548,12 @@ static int replay_pass(struct replay *rp,
         goto out;
     }
     wait_settled(rp, target);
-    o2l_exporter_stop(ex);
+    if (stop_asked(rp)) {
+        /* Asked to stop: no new request, the one in flight may finish. */
+        o2l_exporter_stop_now(ex);
+    } else {
+        o2l_exporter_stop(ex);
+    }
 
 out:
     o2l_exporter_destroy(ex);

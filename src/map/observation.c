@@ -1054,16 +1054,35 @@ static bool matches(const char *key, const char *pattern)
     return strcmp(key, pattern) == 0;
 }
 
-static bool attribute_used(const struct o2l_map_ctx *c, const char *key)
+/* Whether |v| gives an object (itself, or JSON text of one). */
+static bool gives_object(const cJSON *v)
 {
+    cJSON *obj = NULL;
+    bool yes = o2l_mu_object(v, &obj) == O2L_OK && obj;
+
+    cJSON_Delete(obj);
+    return yes;
+}
+
+/*
+ * Whether attribute |a| went into input, output or the metadata. A whole
+ * metadata key whose value is not an object (plain text, a list, JSON the
+ * parser refuses) gave nothing, so it stays among the attributes.
+ */
+static bool attribute_used(const struct o2l_map_ctx *c, const cJSON *a)
+{
+    const char *key = a->string;
+
     for (size_t i = 0; i < c->n_used; i++) {
         if (matches(key, c->used[i])) {
             return true;
         }
     }
     for (size_t i = 0; i < O2L_ARRAY_LEN(metadata_sources); i++) {
-        if (matches(key, metadata_sources[i])) {
-            return true;
+        const char *src = metadata_sources[i];
+
+        if (matches(key, src)) {
+            return src[strlen(src) - 1] == '.' || gives_object(a);
         }
     }
     return false;
@@ -1181,7 +1200,7 @@ static int map_ingest_metadata(struct o2l_map_ctx *c)
         rc = attrs ? O2L_OK : O2L_ENOMEM;
         /* Keys are unique already: no look-up before adding. */
         for (const cJSON *a = c->attrs->child; a && rc == O2L_OK; a = a->next) {
-            if (!attribute_used(c, a->string)) {
+            if (!attribute_used(c, a)) {
                 rc = add_attribute(c, attrs, a);
             }
         }

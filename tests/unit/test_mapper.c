@@ -1651,6 +1651,24 @@ static void test_mapper_request_functions_become_tools(void **state)
     done(m, ex);
 }
 
+/* A whole metadata key that is not an object is kept among the
+ * attributes rather than lost. */
+static void test_mapper_metadata_not_an_object_kept(void **state)
+{
+    struct o2l_export *ex;
+    struct o2l_mapped *m;
+
+    (void)state;
+    m = map_one(NULL,
+                "{\"metadata\":\"not json\",\"langfuse.metadata\":\"[1]\","
+                "\"langfuse.observation.metadata\":\"{\\\"k\\\":\\\"v\\\"}\"}",
+                &ex);
+    assert_json(o2l_mu_get(m->obs[0].ingest_metadata, "attributes"),
+                "{\"metadata\":\"not json\",\"langfuse.metadata\":[1]}");
+    assert_json(o2l_mu_get(m->obs[0].metadata, "k"), "\"v\"");
+    done(m, ex);
+}
+
 static void test_mapper_ingest_attributes_parse_json(void **state)
 {
     struct o2l_export *ex;
@@ -1949,6 +1967,7 @@ int main(void)
         cmocka_unit_test(test_mapper_retrieval_documents),
         cmocka_unit_test(test_mapper_request_functions_become_tools),
         cmocka_unit_test(test_mapper_ingest_attributes_parse_json),
+        cmocka_unit_test(test_mapper_metadata_not_an_object_kept),
         cmocka_unit_test(test_mapper_service_tier_from_provider_metadata),
         cmocka_unit_test(test_mapper_explicit_params_over_ai_sdk_set),
         cmocka_unit_test(test_mapper_as_root_child_gives_no_environment),

@@ -61,22 +61,23 @@ struct daemon {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: otel2langfuse [serve] [SETTINGS...]\n"
-            "       otel2langfuse convert [FILE] [SETTINGS...]\n"
-            "       otel2langfuse dead-letter replay [--file FILE] "
-            "[SETTINGS...]\n"
-            "       otel2langfuse --help | --version\n"
-            "\n"
-            "serve    receive OTLP traces (HTTP :4318, gRPC :4317) and\n"
-            "         deliver them to Langfuse; the default command\n"
-            "convert  map one OTLP export (JSON or protobuf, detected; stdin\n"
-            "         without FILE) and print the ingestion batch it becomes\n"
-            "dead-letter replay\n"
-            "         send the events of the dead-letter file (or FILE) to\n"
-            "         Langfuse again, after the cause is fixed; events refused\n"
-            "         again go back to the dead-letter file\n"
-            "\n");
+    fprintf(
+        out,
+        "Usage: otel2langfuse [serve] [SETTINGS...]\n"
+        "       otel2langfuse convert [FILE] [SETTINGS...]\n"
+        "       otel2langfuse dead-letter replay [--file FILE] "
+        "[SETTINGS...]\n"
+        "       otel2langfuse --help | --version\n"
+        "\n"
+        "serve    receive OTLP traces (HTTP :4318, gRPC :4317) and\n"
+        "         deliver them to Langfuse; the default command\n"
+        "convert  map one OTLP export (JSON or protobuf, detected; stdin\n"
+        "         without FILE) and print the ingestion batch it becomes\n"
+        "dead-letter replay\n"
+        "         send the events of the dead-letter file (or FILE) to\n"
+        "         Langfuse again, after the cause is fixed; events refused\n"
+        "         again go back to the dead-letter file\n"
+        "\n");
     o2l_config_print_help(out);
 }
 
@@ -564,11 +565,10 @@ static int cmd_serve(struct daemon *d)
                  o2l_admin_port(d->admin));
     }
     colon = strrchr(d->cfg.http_listen, ':');
-    o2l_log_info(&d->log, "main",
-                 "otel2langfuse %s listening http=%.*s:%d admin=%s",
-                 O2L_VERSION, (int)(colon - d->cfg.http_listen),
-                 d->cfg.http_listen, o2l_http_receiver_port(d->http),
-                 admin_addr);
+    o2l_log_info(
+        &d->log, "main", "otel2langfuse %s listening http=%.*s:%d admin=%s",
+        O2L_VERSION, (int)(colon - d->cfg.http_listen), d->cfg.http_listen,
+        o2l_http_receiver_port(d->http), admin_addr);
 
     event_base_dispatch(d->base);
 

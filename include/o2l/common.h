@@ -8,15 +8,15 @@
 
 enum o2l_err {
     O2L_OK = 0,
-    O2L_ENOMEM = -1,   /* allocation failed */
-    O2L_EINVAL = -2,   /* bad argument or bad configuration value */
-    O2L_EPARSE = -3,   /* input could not be decoded */
-    O2L_ETOOBIG = -4,  /* input over a configured size limit */
-    O2L_EFULL = -5,    /* a bounded queue is full; try again later */
-    O2L_EIO = -6,      /* file or socket error */
-    O2L_EHTTP = -7,    /* the peer answered with an HTTP error */
-    O2L_ESTOPPED = -8, /* the component is shutting down */
-    O2L_EUNSUPP = -9,  /* unsupported content type or encoding */
+    O2L_ENOMEM = -1,    /* allocation failed */
+    O2L_EINVAL = -2,    /* bad argument or bad configuration value */
+    O2L_EPARSE = -3,    /* input could not be decoded */
+    O2L_ETOOBIG = -4,   /* input over a configured size limit */
+    O2L_EFULL = -5,     /* a bounded queue is full; try again later */
+    O2L_EIO = -6,       /* file or socket error */
+    O2L_EHTTP = -7,     /* the peer answered with an HTTP error */
+    O2L_ESTOPPED = -8,  /* the component is shutting down */
+    O2L_EUNSUPP = -9,   /* unsupported content type or encoding */
     O2L_ETIMEDOUT = -10 /* nothing happened within the time allowed */
 };
 

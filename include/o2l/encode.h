@@ -32,11 +32,11 @@
 struct o2l_event {
     char *json; /* NUL-terminated, compact JSON */
     size_t len;
-    char *id; /* the envelope id, for matching 207 results */
-    uint64_t tag;    /* the owner's mark (the spool request it came from) */
-    int64_t born_ns; /* when its span was received, Unix ns; 0: unknown */
-    bool otlp;       /* json holds OTLP ResourceSpans bytes, not JSON text
-                        (see encode_otlp.h) */
+    char *id;         /* the envelope id, for matching 207 results */
+    uint64_t tag;     /* the owner's mark (the spool request it came from) */
+    int64_t born_ns;  /* when its span was received, Unix ns; 0: unknown */
+    bool otlp;        /* json holds OTLP ResourceSpans bytes, not JSON text
+                         (see encode_otlp.h) */
     char span_id[17]; /* the span it was made from: an observation's own
                          span (the parent span for span events), a
                          trace's envelope span; "" when unknown */

@@ -45,9 +45,9 @@ enum o2l_output_choice {
  * the spool, which knows when it is on disk).
  */
 struct o2l_pipeline_stats {
-    uint64_t requests_refused;  /* spool full, disk full, a failed store,
-                                   stopping or out of memory */
-    uint64_t requests_delivered; /* every event settled; deleted */
+    uint64_t requests_refused;    /* spool full, disk full, a failed store,
+                                     stopping or out of memory */
+    uint64_t requests_delivered;  /* every event settled; deleted */
     uint64_t requests_unreadable; /* spooled requests that no longer decode */
     uint64_t output_switches;     /* changes of output after the first */
     uint64_t spans_dropped;       /* not LLM-related (mapping.non_llm_spans) */

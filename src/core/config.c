@@ -183,8 +183,7 @@ static const struct setting settings[] = {
      "JSON-lines file for events Langfuse refused for good (default: "
      "dead-letter.jsonl in the spool directory)"},
     {"export.otlp_keep_attributes", "O2L_OTLP_KEEP_ATTRIBUTES",
-     "--otlp-keep-attributes", KIND_BOOL, OFF(otlp_keep_attributes), 0, 0,
-     NULL,
+     "--otlp-keep-attributes", KIND_BOOL, OFF(otlp_keep_attributes), 0, 0, NULL,
      "otlp output: keep the spans' own attributes beside the langfuse.* "
      "ones the bridge adds"},
     {"assemble.window_ms", "O2L_ASSEMBLE_WINDOW_MS", "--assemble-window-ms",
@@ -194,9 +193,9 @@ static const struct setting settings[] = {
     {"assemble.root_grace_ms", "O2L_ASSEMBLE_ROOT_GRACE_MS",
      "--assemble-root-grace-ms", KIND_UINT, OFF(assemble_root_grace_ms), 0,
      600000, NULL, "once a trace's root span is in, release it after this"},
-    {"assemble.max_traces", "O2L_ASSEMBLE_MAX_TRACES",
-     "--assemble-max-traces", KIND_UINT, OFF(assemble_max_traces), 1,
-     10000000, NULL, "traces held at most; the oldest go first past it"},
+    {"assemble.max_traces", "O2L_ASSEMBLE_MAX_TRACES", "--assemble-max-traces",
+     KIND_UINT, OFF(assemble_max_traces), 1, 10000000, NULL,
+     "traces held at most; the oldest go first past it"},
     {"assemble.max_bytes", "O2L_ASSEMBLE_MAX_BYTES", "--assemble-max-bytes",
      KIND_UINT, OFF(assemble_max_bytes), 4096, 64 * 1024 * MIB, NULL,
      "request bytes held at most; the oldest traces go first past it"},
@@ -207,8 +206,8 @@ static const struct setting settings[] = {
      OFF(spool_max_bytes), 4096, 1024ull * 1024 * MIB, NULL,
      "cap on spooled request bytes; at the cap receivers answer 503 / "
      "UNAVAILABLE"},
-    {"spool.sync", "O2L_SPOOL_SYNC", "--spool-sync", KIND_BOOL,
-     OFF(spool_sync), 0, 0, NULL,
+    {"spool.sync", "O2L_SPOOL_SYNC", "--spool-sync", KIND_BOOL, OFF(spool_sync),
+     0, 0, NULL,
      "fsync each commit before acknowledging (turn off only to measure)"},
     {"admin.listen", "O2L_ADMIN_LISTEN", "--admin-listen", KIND_STRING,
      OFF(admin_listen), 0, 0, check_listen_or_off,

@@ -23,11 +23,11 @@
 #define TROUBLE_PAUSE_MS 1000
 
 /* Asking Langfuse for its version: timeout, retry bounds, re-check. */
-#define PROBE_TIMEOUT_MS 5000
+#define PROBE_TIMEOUT_MS     5000
 #define PROBE_RETRY_FIRST_MS 1000
-#define PROBE_RETRY_MAX_MS 30000
-#define PROBE_LOG_EVERY_MS 60000
-#define PROBE_AGAIN_MS (10 * 60 * 1000)
+#define PROBE_RETRY_MAX_MS   30000
+#define PROBE_LOG_EVERY_MS   60000
+#define PROBE_AGAIN_MS       (10 * 60 * 1000)
 
 /* The first major version that takes OTLP and refuses ingestion events. */
 #define OTLP_MAJOR 4
@@ -68,8 +68,7 @@ static bool have_langfuse(const struct o2l_pipeline *p)
 {
     const struct o2l_exporter_config *ec = &p->export_cfg;
 
-    return ec->base_url && *ec->base_url && ec->public_key &&
-           *ec->public_key;
+    return ec->base_url && *ec->base_url && ec->public_key && *ec->public_key;
 }
 
 /* ---- choosing the output ------------------------------------------ */
@@ -179,10 +178,10 @@ static int start_exporter(struct run *r)
     ec.output = r->output;
     ec.on_settle = o2l_pipeline_on_settle;
     ec.settle_arg = r->p;
-    ec.on_type_refused = r->p->output == O2L_CHOOSE_AUTO &&
-                                 r->output == O2L_OUTPUT_INGESTION
-                             ? o2l_pipeline_on_type_refused
-                             : NULL;
+    ec.on_type_refused =
+        r->p->output == O2L_CHOOSE_AUTO && r->output == O2L_OUTPUT_INGESTION
+            ? o2l_pipeline_on_type_refused
+            : NULL;
     /* Queued events are in the spool too: a stop leaves them there. */
     ec.leave_queued_on_stop = true;
     ex = o2l_exporter_create(&ec, r->p->log);

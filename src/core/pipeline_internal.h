@@ -65,10 +65,8 @@ void o2l_pipeline_on_type_refused(void *arg);
  */
 int o2l_flight_push(struct o2l_pipeline_delivery *d, uint64_t id,
                     int64_t received_ns);
-struct in_flight *o2l_flight_find(struct o2l_pipeline_delivery *d,
-                                  uint64_t id);
-bool o2l_flight_settle(struct o2l_pipeline_delivery *d, uint64_t id,
-                       size_t n);
+struct in_flight *o2l_flight_find(struct o2l_pipeline_delivery *d, uint64_t id);
+bool o2l_flight_settle(struct o2l_pipeline_delivery *d, uint64_t id, size_t n);
 bool o2l_flight_release(struct o2l_pipeline_delivery *d, uint64_t id);
 void o2l_flight_clear(struct o2l_pipeline_delivery *d);
 

@@ -1235,8 +1235,8 @@ static int build_events(struct arena *a, const struct o2l_map_config *map,
 
             rc = redact_attrs(a, map, ev->attrs, &attrs);
             if (rc == O2L_OK) {
-                rc = kvs_from_json(a, attrs, &pe->attributes,
-                                   &pe->n_attributes);
+                rc =
+                    kvs_from_json(a, attrs, &pe->attributes, &pe->n_attributes);
             }
             if (rc != O2L_OK) {
                 return rc;
@@ -1287,8 +1287,8 @@ static int build_links(struct arena *a, const struct o2l_map_config *map,
 
             rc = redact_attrs(a, map, l->attrs, &attrs);
             if (rc == O2L_OK) {
-                rc = kvs_from_json(a, attrs, &pl->attributes,
-                                   &pl->n_attributes);
+                rc =
+                    kvs_from_json(a, attrs, &pl->attributes, &pl->n_attributes);
             }
             if (rc != O2L_OK) {
                 return rc;

@@ -547,8 +547,7 @@ static void settle_delivered(struct o2l_exporter *ex, struct slot *slots,
  * tried after a backoff, so nothing goes to nowhere.
  */
 static bool settle_dead(struct o2l_exporter *ex, uint64_t seq,
-                        struct slot *slots, struct o2l_settled *items,
-                        size_t n)
+                        struct slot *slots, struct o2l_settled *items, size_t n)
 {
     size_t expired = 0;
     uint64_t delay;
@@ -1050,8 +1049,8 @@ static void handle_status(struct o2l_exporter *ex, uint64_t seq,
         o2l_log_warn(ex->log, COMPONENT,
                      "batch=%llu unexpected status=%ld; retry in %llums "
                      "events=%zu",
-                     (unsigned long long)seq, status,
-                     (unsigned long long)delay, n);
+                     (unsigned long long)seq, status, (unsigned long long)delay,
+                     n);
         requeue_front(ex, slots, n);
         return;
     }
@@ -1447,8 +1446,7 @@ int o2l_exporter_submit(struct o2l_exporter *ex, struct o2l_event_list *events)
 }
 
 int o2l_exporter_submit_wait(struct o2l_exporter *ex,
-                             struct o2l_event_list *events,
-                             uint32_t timeout_ms)
+                             struct o2l_event_list *events, uint32_t timeout_ms)
 {
     uint64_t deadline = o2l_mono_ms() + timeout_ms;
     size_t bytes = list_bytes(events);

@@ -387,8 +387,7 @@ static void on_stored(void *arg, int rc)
         respond_status(s, O2L_LOG_DEBUG, HTTP_STATUS_OK,
                        GRPC_STATUS_UNAVAILABLE,
                        "cannot store the request now, retry later");
-    } else if (o2l_otlp_encode_response(O2L_OTLP_PROTOBUF,
-                                        (int64_t)s->rejected,
+    } else if (o2l_otlp_encode_response(O2L_OTLP_PROTOBUF, (int64_t)s->rejected,
                                         s->rejected_message, &resp,
                                         &resp_len) != O2L_OK) {
         respond_status(s, O2L_LOG_ERROR, HTTP_STATUS_OK,

@@ -344,16 +344,15 @@ static void handle_export(struct o2l_http_receiver *r,
                          peer, ex->n_spans,
                          rc == O2L_EFULL ? "spool full" : "stopping");
             send_unavailable(req, fmt,
-                             rc == O2L_EFULL
-                                 ? "spool is full, retry later"
-                                 : "shutting down, retry later");
+                             rc == O2L_EFULL ? "spool is full, retry later"
+                                             : "shutting down, retry later");
             goto out;
         }
         goto fail;
     }
     /* Nothing to store: answer at once. */
-    o2l_log_debug(r->log, "http", "peer=%s accepted spans=0 rejected=%zu",
-                  peer, ex->rejected);
+    o2l_log_debug(r->log, "http", "peer=%s accepted spans=0 rejected=%zu", peer,
+                  ex->rejected);
     rc = o2l_otlp_encode_response(fmt, (int64_t)ex->rejected, ex->error_message,
                                   &resp, &resp_len);
     if (rc != O2L_OK) {
@@ -459,8 +458,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 
     /* Refuse before decoding: load that must be shed should cost little. */
     if (!o2l_pipeline_accepting(r->pipeline, 0)) {
-        o2l_log_debug(r->log, "http", "peer=%s answered 503: spool full",
-                      peer);
+        o2l_log_debug(r->log, "http", "peer=%s answered 503: spool full", peer);
         send_unavailable(req, fmt, "spool is full, retry later");
         return;
     }

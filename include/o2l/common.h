@@ -39,6 +39,14 @@ char *o2l_strndup(const char *s, size_t n);
 void o2l_mem_init(void);
 
 /*
+ * Makes room for one more element in the array *|items| (a T ** passed as
+ * void *) of *|cap| elements of |size| bytes, |n| of them in use: doubles
+ * the capacity, starting at |first|. Returns O2L_OK (also when there was
+ * room already) or O2L_ENOMEM, leaving the array as it was.
+ */
+int o2l_grow(void *items, size_t *cap, size_t n, size_t size, size_t first);
+
+/*
  * Test hook: the allocation after |n| more successful ones fails; a
  * negative |n| turns failures off. Not thread-safe; tests only.
  */

@@ -99,6 +99,30 @@ char *o2l_strndup(const char *s, size_t n)
     return copy;
 }
 
+int o2l_grow(void *items, size_t *cap, size_t n, size_t size, size_t first)
+{
+    void *old;
+    void *grown;
+    size_t want;
+
+    if (n < *cap) {
+        return O2L_OK;
+    }
+    want = *cap ? *cap * 2 : first;
+    if (want <= *cap || want > SIZE_MAX / size) {
+        return O2L_ENOMEM;
+    }
+    /* Through memcpy: |items| points at a pointer of another type. */
+    memcpy(&old, items, sizeof(old));
+    grown = o2l_realloc(old, want * size);
+    if (!grown) {
+        return O2L_ENOMEM;
+    }
+    memcpy(items, &grown, sizeof(grown));
+    *cap = want;
+    return O2L_OK;
+}
+
 char *o2l_strdup(const char *s)
 {
     return o2l_strndup(s, strlen(s));

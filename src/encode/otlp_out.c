@@ -107,16 +107,10 @@ static void *arena_alloc(struct arena *a, size_t n)
 /* Takes |p| (from cJSON's allocator) into the arena; frees it on failure. */
 static int arena_own(struct arena *a, void *p)
 {
-    if (a->n_owned == a->cap_owned) {
-        size_t cap = a->cap_owned ? a->cap_owned * 2 : 16;
-        void **owned = o2l_realloc(a->owned, cap * sizeof(*owned));
-
-        if (!owned) {
-            cJSON_free(p);
-            return O2L_ENOMEM;
-        }
-        a->owned = owned;
-        a->cap_owned = cap;
+    if (o2l_grow(&a->owned, &a->cap_owned, a->n_owned, sizeof(*a->owned), 16) !=
+        O2L_OK) {
+        cJSON_free(p);
+        return O2L_ENOMEM;
     }
     a->owned[a->n_owned++] = p;
     return O2L_OK;
@@ -125,16 +119,10 @@ static int arena_own(struct arena *a, void *p)
 /* Takes the tree |t| into the arena; deletes it on failure. */
 static int arena_own_tree(struct arena *a, cJSON *t)
 {
-    if (a->n_trees == a->cap_trees) {
-        size_t cap = a->cap_trees ? a->cap_trees * 2 : 8;
-        cJSON **trees = o2l_realloc(a->trees, cap * sizeof(*trees));
-
-        if (!trees) {
-            cJSON_Delete(t);
-            return O2L_ENOMEM;
-        }
-        a->trees = trees;
-        a->cap_trees = cap;
+    if (o2l_grow(&a->trees, &a->cap_trees, a->n_trees, sizeof(*a->trees), 8) !=
+        O2L_OK) {
+        cJSON_Delete(t);
+        return O2L_ENOMEM;
     }
     a->trees[a->n_trees++] = t;
     return O2L_OK;
@@ -761,6 +749,21 @@ static int redact_attrs(struct arena *a, const struct o2l_map_config *map,
     return rc;
 }
 
+/* The kvlist of the attribute object |attrs| as forwarded (NULL: none),
+ * with mapping.redact applied. */
+static int forwarded_kvs(struct arena *a, const struct o2l_map_config *map,
+                         const cJSON *attrs, pb_kv ***out, size_t *n_out)
+{
+    const cJSON *fwd;
+    int rc;
+
+    if (!attrs) {
+        return O2L_OK;
+    }
+    rc = redact_attrs(a, map, attrs, &fwd);
+    return rc == O2L_OK ? kvs_from_json(a, fwd, out, n_out) : rc;
+}
+
 /* ---- resource and scope ------------------------------------------------ */
 
 static int build_scope(struct enc *e, size_t index)
@@ -780,29 +783,14 @@ static int build_scope(struct enc *e, size_t index)
     }
     *res = res_init;
     *scope = scope_init;
-    if (sc->resource_attrs) {
-        const cJSON *attrs;
-
-        rc = redact_attrs(&e->shared, e->map, sc->resource_attrs, &attrs);
-        if (rc == O2L_OK) {
-            rc = kvs_from_json(&e->shared, attrs, &res->attributes,
-                               &res->n_attributes);
-        }
-        if (rc != O2L_OK) {
-            return rc;
-        }
+    rc = forwarded_kvs(&e->shared, e->map, sc->resource_attrs, &res->attributes,
+                       &res->n_attributes);
+    if (rc == O2L_OK) {
+        rc = forwarded_kvs(&e->shared, e->map, sc->attrs, &scope->attributes,
+                           &scope->n_attributes);
     }
-    if (sc->attrs) {
-        const cJSON *attrs;
-
-        rc = redact_attrs(&e->shared, e->map, sc->attrs, &attrs);
-        if (rc == O2L_OK) {
-            rc = kvs_from_json(&e->shared, attrs, &scope->attributes,
-                               &scope->n_attributes);
-        }
-        if (rc != O2L_OK) {
-            return rc;
-        }
+    if (rc != O2L_OK) {
+        return rc;
     }
     scope->name = sc->name ? sc->name : "";
     scope->version = sc->version ? sc->version : "";
@@ -1230,17 +1218,10 @@ static int build_events(struct arena *a, const struct o2l_map_config *map,
         *pe = init;
         pe->time_unix_nano = ev->time_ns;
         pe->name = ev->name ? ev->name : "";
-        if (ev->attrs) {
-            const cJSON *attrs;
-
-            rc = redact_attrs(a, map, ev->attrs, &attrs);
-            if (rc == O2L_OK) {
-                rc =
-                    kvs_from_json(a, attrs, &pe->attributes, &pe->n_attributes);
-            }
-            if (rc != O2L_OK) {
-                return rc;
-            }
+        rc = forwarded_kvs(a, map, ev->attrs, &pe->attributes,
+                           &pe->n_attributes);
+        if (rc != O2L_OK) {
+            return rc;
         }
         sp->events[sp->n_events++] = pe;
     }
@@ -1282,17 +1263,10 @@ static int build_links(struct arena *a, const struct o2l_map_config *map,
         pl->trace_state = l->trace_state ? l->trace_state : "";
         pl->dropped_attributes_count = l->dropped_attributes_count;
         pl->flags = l->flags;
-        if (l->attrs) {
-            const cJSON *attrs;
-
-            rc = redact_attrs(a, map, l->attrs, &attrs);
-            if (rc == O2L_OK) {
-                rc =
-                    kvs_from_json(a, attrs, &pl->attributes, &pl->n_attributes);
-            }
-            if (rc != O2L_OK) {
-                return rc;
-            }
+        rc =
+            forwarded_kvs(a, map, l->attrs, &pl->attributes, &pl->n_attributes);
+        if (rc != O2L_OK) {
+            return rc;
         }
         sp->links[sp->n_links++] = pl;
     }
@@ -1433,15 +1407,8 @@ static int trim_add(struct trim_list *l, pb_any *v, const char *what,
     if (len <= TRIM_MIN_LEN) {
         return O2L_OK;
     }
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 16;
-        struct trim_cand *c = o2l_realloc(l->c, cap * sizeof(*c));
-
-        if (!c) {
-            return O2L_ENOMEM;
-        }
-        l->c = c;
-        l->cap = cap;
+    if (o2l_grow(&l->c, &l->cap, l->n, sizeof(*l->c), 16) != O2L_OK) {
+        return O2L_ENOMEM;
     }
     l->c[l->n] = (struct trim_cand){v, len, what, object, original, l->n};
     l->n++;

@@ -383,15 +383,9 @@ static int adopt_leftovers(struct replay *rp)
 
 static int push_item(struct replay *rp, const struct item *it)
 {
-    if (rp->n_items == rp->cap_items) {
-        size_t cap = rp->cap_items ? rp->cap_items * 2 : 64;
-        struct item *grown = o2l_realloc(rp->items, cap * sizeof(*grown));
-
-        if (!grown) {
-            return O2L_ENOMEM;
-        }
-        rp->items = grown;
-        rp->cap_items = cap;
+    if (o2l_grow(&rp->items, &rp->cap_items, rp->n_items, sizeof(*rp->items),
+                 64) != O2L_OK) {
+        return O2L_ENOMEM;
     }
     rp->items[rp->n_items++] = *it;
     return O2L_OK;

@@ -531,8 +531,6 @@ struct tag_set {
 /* Adds |len| bytes at |s|, trimmed; empty tags are dropped. */
 static int tag_add(struct tag_set *t, const char *s, size_t len)
 {
-    char **grown;
-
     while (len > 0 && (*s == ' ' || *s == '\t' || *s == '\n')) {
         s++;
         len--;
@@ -544,15 +542,8 @@ static int tag_add(struct tag_set *t, const char *s, size_t len)
     if (len == 0) {
         return O2L_OK;
     }
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 8;
-
-        grown = o2l_realloc(t->items, cap * sizeof(*grown));
-        if (!grown) {
-            return O2L_ENOMEM;
-        }
-        t->items = grown;
-        t->cap = cap;
+    if (o2l_grow(&t->items, &t->cap, t->n, sizeof(*t->items), 8) != O2L_OK) {
+        return O2L_ENOMEM;
     }
     t->items[t->n] = o2l_strndup(s, len);
     if (!t->items[t->n]) {

@@ -552,17 +552,9 @@ int o2l_otlp_builder_add_scope(struct o2l_otlp_builder *b, cJSON *res_attrs,
     if (rc == O2L_OK) {
         rc = ensure_string(&version);
     }
-    if (rc == O2L_OK && ex->n_scopes == b->cap_scopes) {
-        size_t cap = b->cap_scopes ? b->cap_scopes * 2 : 4;
-        struct o2l_scope *grown;
-
-        grown = o2l_realloc(ex->scopes, cap * sizeof(*grown));
-        if (!grown) {
-            rc = O2L_ENOMEM;
-        } else {
-            ex->scopes = grown;
-            b->cap_scopes = cap;
-        }
+    if (rc == O2L_OK) {
+        rc = o2l_grow(&ex->scopes, &b->cap_scopes, ex->n_scopes,
+                      sizeof(*ex->scopes), 4);
     }
     if (rc != O2L_OK) {
         cJSON_Delete(res_attrs);
@@ -585,16 +577,9 @@ struct o2l_span *o2l_otlp_builder_new_span(struct o2l_otlp_builder *b)
     struct o2l_export *ex = b->ex;
     struct o2l_span *s;
 
-    if (ex->n_spans == b->cap_spans) {
-        size_t cap = b->cap_spans ? b->cap_spans * 2 : 16;
-        struct o2l_span *grown;
-
-        grown = o2l_realloc(ex->spans, cap * sizeof(*grown));
-        if (!grown) {
-            return NULL;
-        }
-        ex->spans = grown;
-        b->cap_spans = cap;
+    if (o2l_grow(&ex->spans, &b->cap_spans, ex->n_spans, sizeof(*ex->spans),
+                 16) != O2L_OK) {
+        return NULL;
     }
     s = &ex->spans[ex->n_spans++];
     memset(s, 0, sizeof(*s));

@@ -151,8 +151,8 @@ int o2l_map_add_prefixed(const cJSON *attrs, const char *prefix,
 /* What a redacted value becomes when the settings name no marker. */
 #define O2L_MAP_REDACT_MARKER "[REDACTED]"
 
-/* True when |v| (an object, array or raw JSON item) holds a key that
- * o2l_map_redact would replace. */
+/* True when |v| (an object, array, raw JSON item or a string holding
+ * JSON) holds a key that o2l_map_redact would replace. */
 bool o2l_map_redact_needed(const struct o2l_map_config *cfg, const cJSON *v);
 
 /* A new string item holding cfg->redact_marker. */

@@ -49,10 +49,11 @@ void o2l_map_config_defaults(struct o2l_map_config *cfg);
 bool o2l_map_is_redacted(const struct o2l_map_config *cfg, const char *key);
 
 /*
- * Replaces, anywhere in |*v| (objects at any depth, also inside arrays
- * and inside raw JSON items), the value of every redacted key with
- * cfg->redact_marker. A raw item holding an object or array is parsed
- * first. Returns O2L_OK or O2L_ENOMEM (|*v| may then be partly redacted
+ * Replaces, anywhere in |*v| (objects at any depth, also inside arrays,
+ * raw JSON items and strings holding JSON), the value of every redacted
+ * key with cfg->redact_marker. A raw item holding an object or array is
+ * parsed first; a string holding JSON in which a key is redacted is
+ * written back as compact JSON text. Returns O2L_OK or O2L_ENOMEM (|*v| may then be partly redacted
  * and is still valid).
  */
 int o2l_map_redact(const struct o2l_map_config *cfg, cJSON **v);

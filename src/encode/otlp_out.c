@@ -666,87 +666,24 @@ static pb_any *any_from_json(struct arena *a, const cJSON *j)
 /* ---- redaction of what is forwarded --------------------------------- */
 
 /*
- * A copy of the value |v| with mapping.redact applied, owned by |a|, in
- * *out; *out = v when nothing in it is redacted. A string holding a JSON
- * object or array is looked into and written back as compact text.
- */
-static int redact_value(struct arena *a, const struct o2l_map_config *map,
-                        const cJSON *v, const cJSON **out)
-{
-    cJSON *copy = NULL;
-    int rc;
-
-    *out = v;
-    if (cJSON_IsString(v) && v->valuestring &&
-        (v->valuestring[0] == '{' || v->valuestring[0] == '[')) {
-        cJSON *tree = cJSON_ParseWithOpts(v->valuestring, NULL, true);
-        char *text;
-
-        if (!tree || !o2l_map_redact_needed(map, tree)) {
-            cJSON_Delete(tree);
-            return O2L_OK;
-        }
-        rc = o2l_map_redact(map, &tree);
-        text = rc == O2L_OK ? cJSON_PrintUnformatted(tree) : NULL;
-        cJSON_Delete(tree);
-        copy = text ? cJSON_CreateString(text) : NULL;
-        cJSON_free(text);
-    } else if (o2l_map_redact_needed(map, v)) {
-        copy = cJSON_Duplicate(v, true);
-        if (copy && o2l_map_redact(map, &copy) != O2L_OK) {
-            cJSON_Delete(copy);
-            copy = NULL;
-        }
-    } else {
-        return O2L_OK;
-    }
-    if (!copy || arena_own_tree(a, copy) != O2L_OK) {
-        return O2L_ENOMEM;
-    }
-    *out = copy;
-    return O2L_OK;
-}
-
-/*
  * The attribute object |attrs| as it is forwarded: with mapping.redact
- * set, a copy (owned by |a|) in which a listed key's value is the marker
- * and listed keys inside values are redacted too.
+ * set and something in it to redact, a redacted copy owned by |a|.
  */
 static int redact_attrs(struct arena *a, const struct o2l_map_config *map,
                         const cJSON *attrs, const cJSON **out)
 {
     cJSON *copy;
-    cJSON *next;
-    int rc = O2L_OK;
 
     *out = attrs;
-    if (!map || !map->redact || !map->redact[0] || !attrs) {
+    if (!o2l_map_redact_needed(map, attrs)) {
         return O2L_OK;
     }
     copy = cJSON_Duplicate(attrs, true);
     if (!copy || arena_own_tree(a, copy) != O2L_OK) {
         return O2L_ENOMEM;
     }
-    for (cJSON *it = copy->child; it && rc == O2L_OK; it = next) {
-        const cJSON *value;
-        cJSON *repl = NULL;
-
-        next = it->next;
-        if (o2l_map_is_redacted(map, it->string)) {
-            rc = o2l_map_marker(map, &repl);
-        } else {
-            rc = redact_value(a, map, it, &value);
-            if (rc == O2L_OK && value != it) {
-                repl = cJSON_Duplicate(value, true);
-                rc = repl ? O2L_OK : O2L_ENOMEM;
-            }
-        }
-        if (repl) {
-            cJSON_ReplaceItemInObjectCaseSensitive(copy, it->string, repl);
-        }
-    }
     *out = copy;
-    return rc;
+    return o2l_map_redact(map, &copy);
 }
 
 /* The kvlist of the attribute object |attrs| as forwarded (NULL: none),

@@ -2,7 +2,8 @@
 /*
  * redact.c - mapping.redact: the values of listed keys become a marker
  * in what the map stage writes (input, output, metadata, model
- * parameters and the ingestion-only attribute copies).
+ * parameters and the ingestion-only attribute copies) and in what the
+ * OTLP output forwards, also inside JSON held in a string.
  */
 #include "o2l/mapper.h"
 
@@ -49,6 +50,27 @@ static bool raw_container(const cJSON *v)
            (v->valuestring[0] == '{' || v->valuestring[0] == '[');
 }
 
+/*
+ * The tree of the JSON object or array held in the string |v|, or NULL
+ * (not a string, not such JSON, or no memory to parse it).
+ */
+static cJSON *held_tree(const cJSON *v)
+{
+    const char *p;
+
+    if (!cJSON_IsString(v) || !v->valuestring) {
+        return NULL;
+    }
+    p = v->valuestring;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') {
+        p++;
+    }
+    if (*p != '{' && *p != '[') {
+        return NULL;
+    }
+    return cJSON_ParseWithOpts(p, NULL, true);
+}
+
 bool o2l_map_redact_needed(const struct o2l_map_config *cfg, const cJSON *v)
 {
     if (!redacting(cfg) || !v) {
@@ -56,6 +78,13 @@ bool o2l_map_redact_needed(const struct o2l_map_config *cfg, const cJSON *v)
     }
     if (raw_container(v)) {
         return true; /* its keys are only known after parsing */
+    }
+    if (cJSON_IsString(v)) {
+        cJSON *tree = held_tree(v);
+        bool needed = tree && o2l_map_redact_needed(cfg, tree);
+
+        cJSON_Delete(tree);
+        return needed;
     }
     for (const cJSON *it = v->child; it; it = it->next) {
         if ((cJSON_IsObject(v) && o2l_map_is_redacted(cfg, it->string)) ||
@@ -87,6 +116,31 @@ static void replace_member(cJSON *parent, cJSON *old, cJSON *repl)
     cJSON_ReplaceItemViaPointer(parent, old, repl);
 }
 
+static int redact_members(const struct o2l_map_config *cfg, cJSON *v);
+
+/*
+ * For a string holding JSON in which something is redacted: *repl = a new
+ * string with the redacted JSON as compact text. Otherwise *repl = NULL.
+ */
+static int redacted_text(const struct o2l_map_config *cfg, const cJSON *v,
+                         cJSON **repl)
+{
+    cJSON *tree = held_tree(v);
+    char *text = NULL;
+    int rc = O2L_OK;
+
+    *repl = NULL;
+    if (tree && o2l_map_redact_needed(cfg, tree)) {
+        rc = redact_members(cfg, tree);
+        text = rc == O2L_OK ? cJSON_PrintUnformatted(tree) : NULL;
+        *repl = text ? cJSON_CreateString(text) : NULL;
+        rc = rc == O2L_OK && !*repl ? O2L_ENOMEM : rc;
+    }
+    cJSON_free(text);
+    cJSON_Delete(tree);
+    return rc;
+}
+
 static int redact_members(const struct o2l_map_config *cfg, cJSON *v)
 {
     cJSON *next;
@@ -101,6 +155,16 @@ static int redact_members(const struct o2l_map_config *cfg, cJSON *v)
                 return rc;
             }
             replace_member(v, it, repl);
+            continue;
+        }
+        if (cJSON_IsString(it)) {
+            rc = redacted_text(cfg, it, &repl);
+            if (repl) {
+                replace_member(v, it, repl);
+            }
+            if (rc != O2L_OK) {
+                return rc;
+            }
             continue;
         }
         if (raw_container(it)) {
@@ -127,6 +191,16 @@ int o2l_map_redact(const struct o2l_map_config *cfg, cJSON **v)
 
     if (!redacting(cfg) || !*v) {
         return O2L_OK;
+    }
+    if (cJSON_IsString(*v)) {
+        cJSON *repl;
+
+        rc = redacted_text(cfg, *v, &repl);
+        if (repl) {
+            cJSON_Delete(*v);
+            *v = repl;
+        }
+        return rc;
     }
     if (raw_container(*v)) {
         rc = o2l_mu_tree(v);

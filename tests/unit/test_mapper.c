@@ -1553,6 +1553,30 @@ static void test_mapper_redaction(void **state)
     done(m, ex);
 }
 
+/* JSON kept as text (a text/plain value, a string inside a parsed
+ * value) is looked into as well. */
+static void test_mapper_redaction_inside_text(void **state)
+{
+    static const char *const names[] = {"email", NULL};
+    struct o2l_export *ex = ex_new();
+    size_t sc = add_scope(ex, "test", "", NULL);
+    struct o2l_map_config cfg;
+    struct o2l_mapped *m;
+
+    (void)state;
+    add_span(ex, sc, T1, "aaaaaaaaaaaaaaaa", NULL, "op", T0, T0 + SEC,
+             "{\"output.value\":\"{\\\"email\\\":\\\"a@x\\\",\\\"n\\\":1}\","
+             "\"output.mime_type\":\"text/plain\","
+             "\"input.value\":\"{\\\"s\\\":\\\"{\\\\\\\"email\\\\\\\":1}\\\"}\","
+             "\"input.mime_type\":\"application/json\"}");
+    o2l_map_config_defaults(&cfg);
+    cfg.redact = names;
+    m = map_with(ex, &cfg);
+    assert_json(m->obs[0].output, "\"{\\\"email\\\":\\\"[REDACTED]\\\",\\\"n\\\":1}\"");
+    assert_json(m->obs[0].input, "{\"s\":\"{\\\"email\\\":\\\"[REDACTED]\\\"}\"}");
+    done(m, ex);
+}
+
 static void test_mapper_redaction_of_raw_and_explicit_trace_io(void **state)
 {
     static const char *const names[] = {"langfuse.trace.output", "key", NULL};
@@ -1963,6 +1987,7 @@ int main(void)
         cmocka_unit_test(test_mapper_thread_id_keys),
         cmocka_unit_test(test_mapper_redaction_matches_key_names),
         cmocka_unit_test(test_mapper_redaction),
+        cmocka_unit_test(test_mapper_redaction_inside_text),
         cmocka_unit_test(test_mapper_redaction_of_raw_and_explicit_trace_io),
         cmocka_unit_test(test_mapper_retrieval_documents),
         cmocka_unit_test(test_mapper_request_functions_become_tools),

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { FINAL_ANSWER, GRAPH_NAME, MODEL_NAME, TOOL_NAME, USAGE } from './app/script.mjs';
 import { checkGraphTrace, SPANS_PER_RUN } from './lib/langgraph_checks.mjs';
-import { appFailure, forTrace, runApp, startDaemon, startFakeLangfuse, summarize, traceIds, waitFor, waitForTrace } from './lib/harness.mjs';
+import { appFailure, forTrace, runApp, spanSummary, startDaemon, startFakeLangfuse, summarize, traceIds, waitForOtlpSpans, waitForTrace } from './lib/harness.mjs';
 import { attrs, startCapture } from './lib/otlp_capture.mjs';
 import { eventsFromSpans, missingTraceFacts } from './lib/otlp_view.mjs';
 
@@ -167,23 +167,12 @@ describe('LangGraph into Langfuse v4, output chosen automatically', { skip: have
                 assert.equal(run.code, 0, appFailure(run));
                 assert.equal(run.result.answer, FINAL_ANSWER);
 
-                await waitFor(() => fake.spans().length >= SPANS_PER_RUN, {
-                    timeoutMs: 20000,
-                    what: `${SPANS_PER_RUN} spans on the OTLP route`,
-                    describe: () => `${fake.spans().length} spans; daemon log:\n${daemon.logTail(30)}`,
-                });
-                await new Promise((r) => setTimeout(r, 500));
-                const spans = fake.spans();
-                assert.equal(spans.length, SPANS_PER_RUN, 'each span delivered once');
-                assert.deepEqual(fake.events(), [], 'nothing accepted on the ingestion route');
-                for (const r of fake.requests().filter((q) => q.route === 'otlp')) {
-                    assert.equal(r.ingestionVersion, '4', 'x-langfuse-ingestion-version: 4');
-                }
+                const spans = await waitForOtlpSpans(fake, daemon, SPANS_PER_RUN);
                 assert.equal(missingTraceFacts(spans), null, 'every span carries user, session and trace name');
                 const traceId = spans[0].traceId;
                 checkGraphTrace(c.inst, traceId, eventsFromSpans(spans));
             } catch (err) {
-                err.message += `\n--- spans ---\n${fake.spans().map((s) => `${s.name} ${JSON.stringify(s.attributes['langfuse.observation.type'])}`).join('\n')}\n--- daemon log (tail) ---\n${daemon.logTail(80)}`;
+                err.message += `\n--- spans ---\n${spanSummary(fake)}\n--- daemon log (tail) ---\n${daemon.logTail(80)}`;
                 throw err;
             }
         });

@@ -18,7 +18,7 @@ import {
     OPENLLMETRY_SENT_NAMES,
     OPENLLMETRY_SPANS_PER_RUN,
 } from './lib/langgraph_checks.mjs';
-import { appFailure, forTrace, runExportApp, startDaemon, startFakeLangfuse, summarize, traceIds, waitFor, waitForTrace } from './lib/harness.mjs';
+import { appFailure, forTrace, runExportApp, spanSummary, startDaemon, startFakeLangfuse, stopAll, summarize, traceIds, waitForOtlpSpans, waitForTrace } from './lib/harness.mjs';
 import { attrs, startCapture } from './lib/otlp_capture.mjs';
 import { eventsFromSpans, missingTraceFacts } from './lib/otlp_view.mjs';
 
@@ -78,23 +78,6 @@ describe('the OpenLLMetry app exports sane spans (capture server, no daemon)', (
     });
 });
 
-function stopAll(getDaemon, getFake) {
-    return async () => {
-        let stopError = null;
-        const daemon = getDaemon();
-        const fake = getFake();
-        if (daemon) {
-            try {
-                await daemon.stop();
-            } catch (err) {
-                stopError = err;
-            }
-        }
-        if (fake) await fake.close();
-        if (stopError) throw stopError;
-    };
-}
-
 describe('OpenLLMetry JS LangGraph run into Langfuse v3 (ingestion)', { skip: haveDaemon ? false : 'O2L_BIN is not set' }, () => {
     let fake;
     let daemon;
@@ -147,24 +130,13 @@ describe('OpenLLMetry JS LangGraph run into Langfuse v4 (OTLP)', { skip: haveDae
         try {
             const run = await runOpenLLMetryApp({ url: daemon.url, protocol: 'http/protobuf' });
             assert.equal(run.code, 0, appFailure(run));
-            await waitFor(() => fake.spans().length >= OPENLLMETRY_SPANS_PER_RUN, {
-                timeoutMs: 20000,
-                what: `${OPENLLMETRY_SPANS_PER_RUN} spans on the OTLP route`,
-                describe: () => `${fake.spans().length} spans; daemon log:\n${daemon.logTail(30)}`,
-            });
-            await new Promise((r) => setTimeout(r, 500));
-            const spans = fake.spans();
-            assert.equal(spans.length, OPENLLMETRY_SPANS_PER_RUN, 'each span delivered once');
-            assert.deepEqual(fake.events(), [], 'nothing accepted on the ingestion route');
-            for (const r of fake.requests().filter((q) => q.route === 'otlp')) {
-                assert.equal(r.ingestionVersion, '4', 'x-langfuse-ingestion-version: 4');
-            }
+            const spans = await waitForOtlpSpans(fake, daemon, OPENLLMETRY_SPANS_PER_RUN);
             assert.equal(missingTraceFacts(spans), null, 'every span carries user, session and trace name');
             const traceId = spans[0].traceId;
             lastRun = { traceId, events: eventsFromSpans(spans) };
             checkOpenLLMetryGraphTrace(traceId, lastRun.events);
         } catch (err) {
-            err.message += `\n--- spans ---\n${fake.spans().map((s) => `${s.name} ${JSON.stringify(s.attributes['langfuse.observation.type'])}`).join('\n')}\n--- daemon log (tail) ---\n${daemon.logTail(60)}`;
+            err.message += `\n--- spans ---\n${spanSummary(fake)}\n--- daemon log (tail) ---\n${daemon.logTail(60)}`;
             throw err;
         }
     });

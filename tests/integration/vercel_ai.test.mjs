@@ -17,12 +17,15 @@ import {
     observationsByType,
     observationType,
     runExportApp,
+    spanSummary,
     startDaemon,
     startFakeLangfuse,
+    stopAll,
     summarize,
     trace,
     traceCreates,
     waitFor,
+    waitForOtlpSpans,
 } from './lib/harness.mjs';
 import { attrs, startCapture } from './lib/otlp_capture.mjs';
 import { eventsFromSpans, missingTraceFacts } from './lib/otlp_view.mjs';
@@ -209,23 +212,6 @@ function splitTraces(all) {
 
 const haveDaemon = Boolean(process.env.O2L_BIN);
 
-function stopAll(getDaemon, getFake) {
-    return async () => {
-        let stopError = null;
-        const daemon = getDaemon();
-        const fake = getFake();
-        if (daemon) {
-            try {
-                await daemon.stop();
-            } catch (err) {
-                stopError = err;
-            }
-        }
-        if (fake) await fake.close();
-        if (stopError) throw stopError;
-    };
-}
-
 describe('the Vercel AI SDK app exports sane spans (capture server, no daemon)', () => {
     test('http/json', { timeout: 90000 }, async () => {
         const cap = await startCapture();
@@ -311,18 +297,7 @@ describe('Vercel AI SDK into Langfuse v4 (OTLP)', { skip: haveDaemon ? false : '
             const run = await runVercelApp({ url: daemon.url, protocol: 'http/protobuf', gzip: true });
             checkApp(run);
             // Span events that become EVENTs travel as extra child spans.
-            await waitFor(() => fake.spans().length >= OBSERVATIONS, {
-                timeoutMs: 20000,
-                what: `${OBSERVATIONS} spans on the OTLP route`,
-                describe: () => `${fake.spans().length} spans; daemon log:\n${daemon.logTail(30)}`,
-            });
-            await new Promise((r) => setTimeout(r, 500));
-            const spans = fake.spans();
-            assert.equal(spans.length, OBSERVATIONS, 'each span delivered once, plus one per span event');
-            assert.deepEqual(fake.events(), [], 'nothing accepted on the ingestion route');
-            for (const r of fake.requests().filter((q) => q.route === 'otlp')) {
-                assert.equal(r.ingestionVersion, '4', 'x-langfuse-ingestion-version: 4');
-            }
+            const spans = await waitForOtlpSpans(fake, daemon, OBSERVATIONS, 'each span delivered once, plus one per span event');
             for (const tid of new Set(spans.map((s) => s.traceId))) {
                 const mine = spans.filter((s) => s.traceId === tid);
                 assert.equal(missingTraceFacts(mine), null, 'every span carries user, session and trace name');
@@ -335,7 +310,7 @@ describe('Vercel AI SDK into Langfuse v4 (OTLP)', { skip: haveDaemon ? false : '
             assert.ok(doStream, 'the doStream span');
             checkStreamTrace(ids.stream, forTrace(all, ids.stream), doStream.attributes['langfuse.observation.completion_start_time']);
         } catch (err) {
-            err.message += `\n--- spans ---\n${fake.spans().map((s) => `${s.name} ${JSON.stringify(s.attributes['langfuse.observation.type'])}`).join('\n')}\n--- daemon log (tail) ---\n${daemon.logTail(60)}`;
+            err.message += `\n--- spans ---\n${spanSummary(fake)}\n--- daemon log (tail) ---\n${daemon.logTail(60)}`;
             throw err;
         }
     });

@@ -20,25 +20,13 @@
 //
 // Prints one JSON line {ok, answer, exportErrors}; exits non-zero on failure.
 
-import { parseArgs } from 'node:util';
+import { exportArgs, makeExporter, watchExportErrors } from './otel.mjs';
 
 process.env.LANGCHAIN_TRACING_V2 = 'false';
 process.env.LANGSMITH_TRACING = 'false';
 process.env.LANGCHAIN_CALLBACKS_BACKGROUND = 'false';
 
-const { values } = parseArgs({
-    options: {
-        protocol: { type: 'string', default: 'http/json' },
-        url: { type: 'string' },
-        gzip: { type: 'boolean', default: false },
-    },
-    strict: true,
-});
-
-if (!values.url) {
-    process.stderr.write('openllmetry.mjs: --url is required\n');
-    process.exit(2);
-}
+const values = exportArgs('openllmetry.mjs');
 
 // The name of the app's request span, the trace root.
 const REQUEST_SPAN = 'handle_request';
@@ -48,7 +36,6 @@ const { context, trace } = api;
 const { BasicTracerProvider, BatchSpanProcessor } = await import('@opentelemetry/sdk-trace-base');
 const { resourceFromAttributes } = await import('@opentelemetry/resources');
 const { AsyncLocalStorageContextManager } = await import('@opentelemetry/context-async-hooks');
-const { makeExporter, watchExportErrors } = await import('./otel.mjs');
 
 const exportErrors = await watchExportErrors();
 

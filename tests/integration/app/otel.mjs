@@ -1,6 +1,29 @@
-// OpenTelemetry plumbing shared by the test apps: an OTLP span exporter for
-// each protocol the bridge serves, and the SDK's diagnostic logger turned
-// into stderr lines plus a list of export errors.
+// OpenTelemetry plumbing shared by the test apps: their command line, an
+// OTLP span exporter for each protocol the bridge serves, and the SDK's
+// diagnostic logger turned into stderr lines plus a list of export errors.
+
+import { parseArgs } from 'node:util';
+
+/**
+ * The app's command line: --url (required), --protocol, --gzip and the
+ * app's own |extra| options. Exits 2 when --url is missing.
+ */
+export function exportArgs(app, extra = {}) {
+    const { values } = parseArgs({
+        options: {
+            protocol: { type: 'string', default: 'http/json' },
+            url: { type: 'string' },
+            gzip: { type: 'boolean', default: false },
+            ...extra,
+        },
+        strict: true,
+    });
+    if (!values.url) {
+        process.stderr.write(`${app}: --url is required\n`);
+        process.exit(2);
+    }
+    return values;
+}
 
 /** An OTLP trace exporter for 'http/json', 'http/protobuf' or 'grpc'. */
 export async function makeExporter(protocol, url, gzip) {

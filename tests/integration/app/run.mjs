@@ -9,34 +9,22 @@
 // Prints one JSON line with the final answer on success; exits non-zero on
 // any failure.
 
-import { parseArgs } from 'node:util';
+import { exportArgs, watchExportErrors } from './otel.mjs';
 
 process.env.LANGCHAIN_TRACING_V2 = 'false';
 process.env.LANGSMITH_TRACING = 'false';
 
-const { values } = parseArgs({
-    options: {
-        instrumentation: { type: 'string', default: 'openinference' },
-        protocol: { type: 'string', default: 'http/json' },
-        url: { type: 'string' },
-        gzip: { type: 'boolean', default: false },
-        runs: { type: 'string', default: '1' },
-        'batch-size': { type: 'string', default: '512' },
-        'queue-size': { type: 'string', default: '4096' },
-        propagate: { type: 'boolean', default: false },
-    },
-    strict: true,
+const values = exportArgs('run.mjs', {
+    instrumentation: { type: 'string', default: 'openinference' },
+    runs: { type: 'string', default: '1' },
+    'batch-size': { type: 'string', default: '512' },
+    'queue-size': { type: 'string', default: '4096' },
+    propagate: { type: 'boolean', default: false },
 });
-
-if (!values.url) {
-    process.stderr.write('run.mjs: --url is required\n');
-    process.exit(2);
-}
 
 const { runGraph } = await import('./graph.mjs');
 
 // Export failures show in the test output.
-const { watchExportErrors } = await import('./otel.mjs');
 const exportErrors = await watchExportErrors();
 
 try {

@@ -12,7 +12,7 @@
 // failure. The fixed names, ids and token counts are in VERCEL below so the
 // test can import them without loading the SDK.
 
-import { parseArgs } from 'node:util';
+import { exportArgs, makeExporter, watchExportErrors } from './otel.mjs';
 
 export const VERCEL = {
     functionId: 'weather-agent',
@@ -47,24 +47,12 @@ async function main() {
     // The mock model's warnings are not the test's business.
     globalThis.AI_SDK_LOG_WARNINGS = false;
 
-    const { values } = parseArgs({
-        options: {
-            protocol: { type: 'string', default: 'http/json' },
-            url: { type: 'string' },
-            gzip: { type: 'boolean', default: false },
-        },
-        strict: true,
-    });
-    if (!values.url) {
-        process.stderr.write('vercel_ai.mjs: --url is required\n');
-        return 2;
-    }
+    const values = exportArgs('vercel_ai.mjs');
 
     const { context, trace } = await import('@opentelemetry/api');
     const { BasicTracerProvider, BatchSpanProcessor } = await import('@opentelemetry/sdk-trace-base');
     const { resourceFromAttributes } = await import('@opentelemetry/resources');
     const { AsyncLocalStorageContextManager } = await import('@opentelemetry/context-async-hooks');
-    const { makeExporter, watchExportErrors } = await import('./otel.mjs');
 
     const exportErrors = await watchExportErrors();
 

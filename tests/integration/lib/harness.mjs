@@ -2,6 +2,7 @@
 // run the instrumented app as a child process, wait for delivered events and
 // query them. Everything listens on 127.0.0.1 and every wait is bounded.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -392,4 +393,48 @@ export async function waitForTrace(fake, { minObservations, timeoutMs = 20000, s
     );
     await sleep(settleMs);
     return { traceId: found, events: fake.events() };
+}
+
+/** An after() hook that stops the daemon, then closes the fake Langfuse. */
+export function stopAll(getDaemon, getFake) {
+    return async () => {
+        let stopError = null;
+        const daemon = getDaemon();
+        const fake = getFake();
+        if (daemon) {
+            try {
+                await daemon.stop();
+            } catch (err) {
+                stopError = err;
+            }
+        }
+        if (fake) await fake.close();
+        if (stopError) throw stopError;
+    };
+}
+
+/**
+ * Waits until the fake's OTLP route holds |count| spans, lets a late
+ * duplicate show up, and checks each came once, over OTLP only, with the
+ * v4 ingestion header. Returns the spans.
+ */
+export async function waitForOtlpSpans(fake, daemon, count, what = 'each span delivered once') {
+    await waitFor(() => fake.spans().length >= count, {
+        timeoutMs: 20000,
+        what: `${count} spans on the OTLP route`,
+        describe: () => `${fake.spans().length} spans; daemon log:\n${daemon.logTail(30)}`,
+    });
+    await new Promise((r) => setTimeout(r, 500));
+    const spans = fake.spans();
+    assert.equal(spans.length, count, what);
+    assert.deepEqual(fake.events(), [], 'nothing accepted on the ingestion route');
+    for (const r of fake.requests().filter((q) => q.route === 'otlp')) {
+        assert.equal(r.ingestionVersion, '4', 'x-langfuse-ingestion-version: 4');
+    }
+    return spans;
+}
+
+/** The spans the fake's OTLP route holds, a line each, for a failure message. */
+export function spanSummary(fake) {
+    return fake.spans().map((s) => `${s.name} ${JSON.stringify(s.attributes['langfuse.observation.type'])}`).join('\n');
 }

@@ -19,6 +19,8 @@
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include "o2l/common.h"
 #include "o2l/deadletter.h"
 #include "o2l/replay.h"
@@ -702,26 +704,6 @@ static void test_deadletter_append_raw(void **state)
     free_lines(&l);
 }
 
-/* Reads a whole file into a malloc'd buffer; *len gets its size. */
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    char *buf;
-    long size;
-
-    assert_non_null(fp);
-    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-    size = ftell(fp);
-    assert_true(size >= 0);
-    rewind(fp);
-    buf = calloc(1, (size_t)size + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)size, fp), (size_t)size);
-    fclose(fp);
-    *len = (size_t)size;
-    return buf;
-}
-
 /* A file mixing ingestion events and OTLP items replays both kinds. */
 static void test_deadletter_replay_mixes_events_and_items(void **state)
 {
@@ -763,10 +745,10 @@ static void test_deadletter_replay_mixes_events_and_items(void **state)
     assert_int_equal(res.unreadable, 0);
 
     /* Nothing written back; every event and item reached the sink. */
-    written = read_file(f->path, &len);
+    written = test_read_file(f->path, &len);
     assert_int_equal(len, 0);
     free(written);
-    written = read_file(sink, &len);
+    written = test_read_file(sink, &len);
     assert_non_null(memmem(written, len, "\"id\":\"ev-1\"", 11));
     assert_non_null(memmem(written, len, "\"id\":\"ev-2\"", 11));
     assert_non_null(memmem(written, len, buf_a, sizeof(buf_a)));

@@ -10,6 +10,8 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include "o2l/common.h"
 #include "o2l/encode_otlp.h"
 #include "o2l/map_conv.h"
@@ -125,29 +127,6 @@ static struct o2l_export *decode(const char *json, size_t len)
                      O2L_OK);
     assert_non_null(ex);
     return ex;
-}
-
-static char *load_sample(const char *name, size_t *len)
-{
-    char path[512];
-    FILE *f;
-    char *buf;
-    long n;
-
-    snprintf(path, sizeof(path), "%s/samples/%s", O2L_TEST_DATA, name);
-    f = fopen(path, "rb");
-    assert_non_null(f);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    n = ftell(f);
-    assert_true(n > 0);
-    rewind(f);
-    buf = o2l_malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
 }
 
 /* Decodes, maps, encodes with |cfg| and unpacks the framed request. */
@@ -725,7 +704,8 @@ static void test_encode_otlp_agent_usage(void **state)
 static void test_encode_otlp_langgraph_sample(void **state)
 {
     size_t len = 0;
-    char *json = load_sample("langgraph_openinference.json", &len);
+    char *json =
+        test_read_data("samples", "langgraph_openinference.json", &len);
     const struct o2l_trace *t;
     size_t roots = 0;
     struct run r;

@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include "o2l/common.h"
 #include "o2l/otlp.h"
 #include "o2l/otlp_util.h"
@@ -279,29 +281,6 @@ static uint8_t *pack_basic(size_t *len)
                       scope, keep_array(2, root, child), 2, len);
 }
 
-static char *load_file(const char *name, size_t *len)
-{
-    char path[512];
-    FILE *f;
-    char *buf;
-    long n;
-
-    snprintf(path, sizeof(path), "%s/otlp/%s", O2L_TEST_DATA, name);
-    f = fopen(path, "rb");
-    assert_non_null(f);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    n = ftell(f);
-    assert_true(n >= 0);
-    rewind(f);
-    buf = o2l_malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
 static struct o2l_export *decode_ok(const void *buf, size_t len,
                                     enum o2l_otlp_format fmt)
 {
@@ -406,7 +385,7 @@ static void test_otlp_protobuf_and_json_agree(void **state)
 
     (void)state;
     pb = pack_basic(&pb_len);
-    json = load_file("basic.json", &json_len);
+    json = test_read_data("otlp", "basic.json", &json_len);
     a = decode_ok(pb, pb_len, O2L_OTLP_PROTOBUF);
     b = decode_ok(json, json_len, O2L_OTLP_JSON);
     assert_basic(a);
@@ -428,7 +407,7 @@ static void test_otlp_protobuf_fixture_file(void **state)
 
     (void)state;
     pb = pack_basic(&pb_len);
-    file = load_file("basic.pb", &file_len);
+    file = test_read_data("otlp", "basic.pb", &file_len);
     assert_int_equal(file_len, pb_len);
     assert_memory_equal(file, pb, pb_len);
     assert_int_equal(o2l_otlp_sniff(file, file_len), O2L_OTLP_PROTOBUF);
@@ -446,7 +425,7 @@ static void test_otlp_json_accepts_snake_case(void **state)
     size_t len;
 
     (void)state;
-    json = load_file("basic_snake.json", &len);
+    json = test_read_data("otlp", "basic_snake.json", &len);
     ex = decode_ok(json, len, O2L_OTLP_JSON);
     assert_basic(ex);
     o2l_export_free(ex);
@@ -1239,7 +1218,7 @@ static void test_otlp_allocation_failures(void **state)
 
     (void)state;
     pb = pack_basic(&pb_len);
-    json = load_file("basic.json", &json_len);
+    json = test_read_data("otlp", "basic.json", &json_len);
     decode_under_failures(pb, pb_len, O2L_OTLP_PROTOBUF);
     decode_under_failures(json, json_len, O2L_OTLP_JSON);
     decode_under_failures(odd_json, sizeof(odd_json) - 1, O2L_OTLP_JSON);

@@ -29,6 +29,8 @@
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include "o2l/common.h"
 #include "o2l/deadletter.h"
 #include "o2l/replay.h"
@@ -107,25 +109,6 @@ static char *logged(struct fixture *f)
     assert_non_null(buf);
     rewind(f->log_out);
     assert_int_equal(fread(buf, 1, (size_t)size, f->log_out), (size_t)size);
-    return buf;
-}
-
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    char *buf;
-    long size;
-
-    assert_non_null(fp);
-    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-    size = ftell(fp);
-    assert_true(size >= 0);
-    rewind(fp);
-    buf = calloc(1, (size_t)size + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)size, fp), (size_t)size);
-    fclose(fp);
-    *len = (size_t)size;
     return buf;
 }
 
@@ -269,10 +252,10 @@ static void test_replay_adopts_file_of_dead_replay(void **state)
 
     /* Both files are done with; everything reached the sink. */
     assert_int_equal(replaying_files(f), 0);
-    text = read_all(f->path, &len);
+    text = test_read_file(f->path, &len);
     assert_int_equal(len, 0);
     free(text);
-    text = read_all(f->sink, &len);
+    text = test_read_file(f->sink, &len);
     assert_non_null(strstr(text, "\"id\":\"ev-old-0\""));
     assert_non_null(strstr(text, "\"id\":\"ev-old-1\""));
     assert_non_null(strstr(text, "\"id\":\"ev-new-0\""));
@@ -327,7 +310,7 @@ static void test_replay_leaves_a_locked_file_alone(void **state)
     snprintf(leftover, sizeof(leftover), "%s.replaying-%ld", f->path,
              (long)getppid());
     write_refused(leftover, "busy", 2);
-    before = read_all(leftover, &before_len);
+    before = test_read_file(leftover, &before_len);
     held = open(leftover, O_RDONLY);
     assert_true(held >= 0);
     assert_int_equal(flock(held, LOCK_EX), 0);
@@ -337,7 +320,7 @@ static void test_replay_leaves_a_locked_file_alone(void **state)
                      O2L_OK);
     assert_int_equal(res.replayed, 0);
     assert_int_equal(res.adopted, 0);
-    after = read_all(leftover, &after_len);
+    after = test_read_file(leftover, &after_len);
     assert_int_equal(after_len, before_len);
     assert_memory_equal(after, before, before_len);
     free(after);
@@ -426,7 +409,7 @@ static void test_replay_stop_puts_events_back(void **state)
     int srv;
 
     write_refused(f->path, "a", 4);
-    before = read_all(f->path, &before_len);
+    before = test_read_file(f->path, &before_len);
     srv = silent_server(&port);
     silent_config(&ec, url, sizeof(url), port);
 
@@ -443,7 +426,7 @@ static void test_replay_stop_puts_events_back(void **state)
     assert_int_equal(res.refused, 0);
     assert_int_equal(res.returned, 4);
 
-    after = read_all(f->path, &after_len);
+    after = test_read_file(f->path, &after_len);
     assert_int_equal(after_len, before_len);
     assert_memory_equal(after, before, before_len);
     assert_int_equal(replaying_files(f), 0);
@@ -479,7 +462,7 @@ static void test_replay_stop_before_sending(void **state)
     assert_int_equal(res.delivered, 0);
     assert_int_equal(res.returned, 3);
     assert_int_equal(replaying_files(f), 0);
-    text = read_all(f->path, &len);
+    text = test_read_file(f->path, &len);
     assert_int_equal(count_lines(text), 3);
     assert_non_null(strstr(text, "\"id\":\"ev-old-1\""));
     free(text);
@@ -544,7 +527,7 @@ static void test_replay_give_up_keeps_the_first_refusal(void **state)
         assert_int_equal(res.refused, 1);
         assert_int_equal(replaying_files(f), 0);
 
-        text = read_all(f->path, &len);
+        text = test_read_file(f->path, &len);
         assert_int_equal(count_lines(text), 1);
         nl = strchr(text, '\n');
         *nl = '\0';

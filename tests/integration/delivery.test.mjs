@@ -442,17 +442,6 @@ describe('dead-letter replay', { skip }, () => {
     });
 });
 
-/** The time (ms since the epoch) of the first log line matching |re|, or null. */
-function loggedAt(daemon, re) {
-    for (const line of daemon.log().split('\n')) {
-        if (re.test(line)) {
-            const t = Date.parse(line.split(' ')[0]);
-            return Number.isNaN(t) ? null : t;
-        }
-    }
-    return null;
-}
-
 function spanIdsOver(fake) {
     return new Set(fake.spans().map((s) => s.spanId));
 }
@@ -499,12 +488,13 @@ describe('choosing and leaving an output', { skip }, () => {
 
     test('switching output does not wait out the old route\'s pause', { timeout: 60000 }, async () => {
         // Says 3.x, behaves like v4: the refusal pauses the ingestion route
-        // for a minute, and the shutdown timeout is the default 10 s.
+        // for ten minutes, and so would the shutdown timeout: a switch that
+        // waited for either would miss the 30 s wait for the spans.
         const fake = await startFakeLangfuse({ version: '3.150.0', mode: 'v4' });
         const daemon = await startDaemon({
             langfuseUrl: fake.url,
             name: 'switch-fast',
-            env: { ...FAST, O2L_OUTPUT: 'auto', O2L_AUTH_RETRY_MS: '60000', O2L_SHUTDOWN_TIMEOUT_MS: '10000' },
+            env: { ...FAST, O2L_OUTPUT: 'auto', O2L_AUTH_RETRY_MS: '600000', O2L_SHUTDOWN_TIMEOUT_MS: '600000' },
         });
         try {
             const ids = await sendSpans(daemon, { requests: 2, spans: 2 });
@@ -513,10 +503,8 @@ describe('choosing and leaving an output', { skip }, () => {
                 what: 'the spans over OTLP after the switch',
                 describe: () => `log:\n${daemon.logTail(30)}`,
             });
-            const switched = loggedAt(daemon, /switching output ingestion -> otlp/);
-            const started = loggedAt(daemon, /started sink=otlp/);
-            assert.ok(switched && started, `both lines logged:\n${daemon.logTail(30)}`);
-            assert.ok(started - switched < 3000, `the new output started ${started - switched} ms after the switch`);
+            assert.match(daemon.log(), /switching output ingestion -> otlp/);
+            assert.match(daemon.log(), /started sink=otlp/);
             // The old route got nothing after its refusal.
             const ingestion = fake.requests().filter((r) => r.route === 'ingestion');
             assert.equal(ingestion.length, 1, JSON.stringify(ingestion.map((r) => [r.status, r.events])));
@@ -530,7 +518,9 @@ describe('choosing and leaving an output', { skip }, () => {
     test('SIGTERM in a long backoff does not wait for the shutdown timeout', { timeout: 90000 }, async () => {
         const fake = await startFakeLangfuse();
         const spoolDir = path.join(workDir('stop-backoff'), 'spool');
-        const env = { ...FAST, O2L_OUTPUT: 'ingestion', O2L_RETRY_INITIAL_MS: '30000', O2L_RETRY_MAX_MS: '30000', O2L_SHUTDOWN_TIMEOUT_MS: '10000' };
+        // A stop that waited out the backoff or the shutdown timeout would
+        // outlast stop()'s 30 s and be killed, failing the clean-exit check.
+        const env = { ...FAST, O2L_OUTPUT: 'ingestion', O2L_RETRY_INITIAL_MS: '600000', O2L_RETRY_MAX_MS: '600000', O2L_SHUTDOWN_TIMEOUT_MS: '600000' };
         const first = await startDaemon({ langfuseUrl: fake.url, name: 'stop-backoff', spoolDir, env });
         let second = null;
         try {
@@ -538,10 +528,7 @@ describe('choosing and leaving an output', { skip }, () => {
             const ids = await sendSpans(first, { requests: 1, spans: 3 });
             await waitFor(() => fake.requests().some((r) => r.status === 503), { timeoutMs: 15000, what: 'a 503' });
             await waitFor(() => /retry in \d+ms/.test(first.log()), { timeoutMs: 5000, what: 'the backoff to begin' });
-            const t0 = Date.now();
-            await first.stop();
-            const took = Date.now() - t0;
-            assert.ok(took < 5000, `the stop took ${took} ms`);
+            await first.stop({ timeoutMs: 30000 });
             assert.match(first.log(), /left_for_next_start=[1-9]\d* dropped=0/);
 
             // Still in the spool: the next start delivers it.

@@ -280,11 +280,16 @@ describe('fake langfuse', () => {
     });
 
     test('fault: slow answers', async () => {
-        fake.setFault({ type: 'slow', ms: 200, count: 1 });
-        const t0 = Date.now();
-        const r = await post(fake.url, { batch: [] });
-        assert.equal(r.status, 207);
-        assert.ok(Date.now() - t0 >= 150);
+        fake.setFault({ type: 'slow', ms: 500, count: 1 });
+        // The slowed request is overtaken by a later, plain one.
+        const order = [];
+        const slow = post(fake.url, { batch: [] }).then((r) => (order.push('slow'), r));
+        await new Promise((r) => setTimeout(r, 50));
+        const plain = post(fake.url, { batch: [] }).then((r) => (order.push('plain'), r));
+        const [a, b] = await Promise.all([slow, plain]);
+        assert.equal(a.status, 207);
+        assert.equal(b.status, 207);
+        assert.deepEqual(order, ['plain', 'slow']);
     });
 
     test('fault: Retry-After as an HTTP date', async () => {

@@ -1524,20 +1524,20 @@ static void test_exporter_stop_does_not_wait_out_a_backoff(void **state)
     struct o2l_event_list l = {0};
     struct o2l_exporter_stats st;
     struct o2l_exporter *ex;
-    uint64_t t0;
-    uint64_t took;
     char url[64];
 
     (void)state;
     memset(&s, 0, sizeof(s));
     s.fallback = "HTTP/1.1 503 Service Unavailable\r\n"
-                 "Retry-After: 60\r\nContent-Length: 0\r\n\r\n";
+                 "Retry-After: 600\r\nContent-Length: 0\r\n\r\n";
     server_start(&s);
     http_config(&s, url, sizeof(url), &cfg);
     cfg.leave_queued_on_stop = true;
-    cfg.retry_initial_ms = 60000;
-    cfg.retry_max_ms = 60000;
-    cfg.shutdown_timeout_ms = 5000;
+    /* A stop that waited out the backoff or the shutdown timeout would
+     * outlast the test's own time limit. */
+    cfg.retry_initial_ms = 600000;
+    cfg.retry_max_ms = 600000;
+    cfg.shutdown_timeout_ms = 600000;
     ex = start_exporter(&cfg);
 
     add_event(&l, "b1");
@@ -1547,14 +1547,11 @@ static void test_exporter_stop_does_not_wait_out_a_backoff(void **state)
     wait_requests(&s, 1);
     /* Let the answer be read and the backoff begin. */
     usleep(100000);
-    t0 = o2l_mono_ms();
     assert_int_equal(o2l_exporter_stop(ex), O2L_OK);
-    took = o2l_mono_ms() - t0;
     o2l_exporter_stats(ex, &st);
     o2l_exporter_destroy(ex);
     server_stop(&s);
 
-    assert_true(took < 1000);
     assert_int_equal(atomic_load(&s.n_requests), 1);
     assert_int_equal(st.events_left, 3);
     assert_int_equal(st.events_dropped, 0);
@@ -1604,8 +1601,6 @@ static void test_exporter_stop_now_sends_nothing_new(void **state)
     struct o2l_event_list l = {0};
     struct o2l_exporter_stats st;
     struct o2l_exporter *ex;
-    uint64_t t0;
-    uint64_t took;
     char url[64];
 
     (void)state;
@@ -1614,20 +1609,18 @@ static void test_exporter_stop_now_sends_nothing_new(void **state)
     http_config(&s, url, sizeof(url), &cfg);
     cfg.leave_queued_on_stop = true;
     cfg.flush_interval_ms = 60000;
+    cfg.shutdown_timeout_ms = 600000;
     ex = start_exporter(&cfg);
 
     add_event(&l, "n1");
     add_event(&l, "n2");
     assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
-    t0 = o2l_mono_ms();
     assert_int_equal(o2l_exporter_stop_now(ex), O2L_OK);
-    took = o2l_mono_ms() - t0;
     o2l_exporter_stats(ex, &st);
     assert_int_equal(o2l_exporter_submit(ex, &l), O2L_ESTOPPED);
     o2l_exporter_destroy(ex);
     server_stop(&s);
 
-    assert_true(took < 1000);
     assert_int_equal(atomic_load(&s.n_requests), 0);
     assert_int_equal(st.events_left, 2);
     assert_int_equal(st.events_dropped, 0);
@@ -1646,8 +1639,6 @@ static void stop_now_in_flight(const char *answer, size_t batch_max,
     struct o2l_event_list l = {0};
     struct o2l_exporter_stats st;
     struct o2l_exporter *ex;
-    uint64_t t0;
-    uint64_t took;
     char url[64];
 
     memset(&s, 0, sizeof(s));
@@ -1657,7 +1648,7 @@ static void stop_now_in_flight(const char *answer, size_t batch_max,
     http_config(&s, url, sizeof(url), &cfg);
     cfg.leave_queued_on_stop = true;
     cfg.batch_max_events = batch_max;
-    cfg.shutdown_timeout_ms = 5000;
+    cfg.shutdown_timeout_ms = 600000;
     ex = start_exporter(&cfg);
 
     add_event(&l, "i1");
@@ -1666,16 +1657,13 @@ static void stop_now_in_flight(const char *answer, size_t batch_max,
     assert_int_equal(o2l_exporter_submit(ex, &l), O2L_OK);
     wait_requests(&s, 1);
     assert_int_equal(atomic_load(&s.n_requests), 1);
-    t0 = o2l_mono_ms();
     assert_int_equal(o2l_exporter_stop_now(ex), O2L_OK);
-    took = o2l_mono_ms() - t0;
     o2l_exporter_stats(ex, &st);
     o2l_exporter_destroy(ex);
     server_stop(&s);
 
-    /* It waited for the answer, not for the shutdown timeout. */
-    assert_true(took >= 200);
-    assert_true(took < 3000);
+    /* It waited for the answer (settled below), not for the shutdown
+     * timeout (the test would outlast its time limit). */
     assert_int_equal(atomic_load(&s.n_requests), 1);
     assert_int_equal(st.events_delivered, delivered);
     assert_int_equal(st.events_left, left);
